@@ -1,0 +1,65 @@
+"""The rollout interface every generation engine implements (HF ``generate``, vLLM).
+
+Token in, token out: engines take prompt token ids and return the *sampled* token ids with
+their log-probs, so the trainer can train on exactly what was sampled.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import torch
+
+
+@dataclass
+class SamplingConfig:
+    """How to sample one generation call.
+
+    Attributes:
+        max_new_tokens: cap on generated tokens for each prompt in this call.
+        temperature: softmax temperature; ignored when ``do_sample`` is False.
+        top_p: nucleus sampling mass (1.0 = off).
+        top_k: top-k cut (-1 = off).
+        do_sample: False means greedy decoding.
+        stop: stop strings; the stop string is *kept* in the output.
+        stop_token_ids: extra token ids that end generation (EOS is always one).
+        seed: per-call seed for reproducible sampling (None = engine RNG state).
+    """
+
+    max_new_tokens: int = 128
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    do_sample: bool = True
+    stop: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)
+    seed: int | None = None
+
+
+@dataclass
+class GenerationOutput:
+    """One generated continuation.
+
+    Attributes:
+        token_ids: the sampled ids, in order, including the EOS or the token that completed a
+            stop string (never re-tokenized text).
+        log_probs: log-prob of each sampled id under the sampling policy (same length).
+        finish_reason: ``"stop"`` (stop string or stop token), ``"eos"`` or ``"length"``.
+    """
+
+    token_ids: list[int]
+    log_probs: list[float]
+    finish_reason: str
+
+
+class BaseRollout(ABC):
+    """A generation engine. Implementations live in ``hf_rollout.py`` and ``vllm_rollout.py``."""
+
+    @abstractmethod
+    def generate(self, prompts: list[list[int]], sampling: SamplingConfig) -> list[GenerationOutput]:
+        """Generate one continuation for each prompt (a list of token ids without padding)."""
+
+    def sync_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Load the actor's current weights into the engine (no-op for engines sharing the module)."""
