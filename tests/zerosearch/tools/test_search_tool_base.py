@@ -1,0 +1,167 @@
+"""The SearchTool base: private loop, cache, metrics; the failure policy; the mode factory."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from zerosearch.tools import (
+    NO_INFORMATION,
+    SEARCH_MODES,
+    SearchFailureError,
+    SearchRequest,
+    SearchResult,
+    SearchTool,
+    build_search_tool,
+    check_failure_rate,
+)
+from zerosearch.tools.cache import LRUCache
+from zerosearch.tools.retry import RetryPolicy
+
+
+class EchoTool(SearchTool):
+    """Answers ``Doc 1: <query>``; queries starting with "fail" fail. Records the loop thread."""
+
+    name = "echo"
+
+    def __init__(self, cache_size: int = 0):
+        super().__init__(cache_size=cache_size)
+        self.sent: list[str] = []
+        self.threads: set[int] = set()
+
+    def describe(self) -> str:
+        return "echo backend"
+
+    async def _search_uncached(self, requests):
+        self.threads.add(threading.get_ident())
+        self.sent.extend(r.query for r in requests)
+        return [
+            SearchResult(NO_INFORMATION, ok=False, error="boom", latency_s=0.5) if r.query.startswith("fail")
+            else SearchResult(f"Doc 1: {r.query}", latency_s=0.25)
+            for r in requests
+        ]
+
+
+def test_runs_on_one_private_thread_and_closes():
+    tool = EchoTool()
+    tool.search([SearchRequest("a")])
+    tool.search([SearchRequest("b")])
+    assert len(tool.threads) == 1 and threading.get_ident() not in tool.threads
+    loop_thread = tool._loop._thread
+    tool.close()
+    assert not loop_thread.is_alive()
+    tool.close()  # idempotent
+
+
+def test_metrics_accumulate_and_reset():
+    with EchoTool() as tool:
+        tool.search([SearchRequest("a"), SearchRequest("fail-1"), SearchRequest("b"), SearchRequest("fail-2")])
+        metrics = tool.pop_metrics()
+        assert metrics == {
+            "requests": 4.0,
+            "failures": 2.0,
+            "retries": 0.0,
+            "cache_hits": 0.0,
+            "failure_rate": 0.5,
+            "latency_mean_s": (0.25 + 0.5 + 0.25 + 0.5) / 4,
+            "latency_max_s": 0.5,
+        }
+        assert tool.pop_metrics()["requests"] == 0.0
+
+
+def test_requests_must_be_search_requests():
+    with EchoTool() as tool:
+        with pytest.raises(TypeError, match=r"requests\[1\]"):
+            tool.search([SearchRequest("a"), "b"])
+
+
+def test_lru_cache_evicts_least_recent():
+    cache = LRUCache(2)
+    cache.put("a", "1")
+    cache.put("b", "2")
+    assert cache.get("a") == "1"
+    cache.put("c", "3")  # evicts b, the least recently used
+    assert cache.get("b") is None and cache.get("a") == "1" and cache.get("c") == "3"
+    off = LRUCache(0)
+    off.put("a", "1")
+    assert off.get("a") is None and len(off) == 0
+    with pytest.raises(ValueError, match="cache_size"):
+        LRUCache(-1)
+
+
+def test_cache_key_includes_mode_query_noisy_question():
+    with EchoTool(cache_size=10) as tool:
+        base = SearchRequest("q", question="Q1?", golden_answers=["A"])
+        tool.search([base])
+        results = tool.search(
+            [
+                SearchRequest("q", question="Q1?", golden_answers=["other answer"]),  # same key
+                SearchRequest("q", question="Q2?"),
+                SearchRequest("q", question="Q1?", noisy=True),
+            ]
+        )
+    assert [r.cached for r in results] == [True, False, False]
+    assert tool.sent == ["q", "q", "q"]
+
+
+def test_retry_policy_bounds():
+    policy = RetryPolicy(timeout=2.0, max_retries=3, backoff=0.5)
+    # 4 attempts of 2 s + sleeps (0.5 + 1 + 2) + jitter of at most 0.5 each.
+    assert policy.worst_case_s() == pytest.approx(8.0 + 3.5 + 1.5)
+    for bad in (dict(timeout=0, max_retries=1, backoff=0), dict(timeout=1, max_retries=-1, backoff=0),
+                dict(timeout=1, max_retries=1, backoff=-1)):
+        with pytest.raises(ValueError):
+            RetryPolicy(**bad)
+
+
+def test_check_failure_rate():
+    check_failure_rate({"requests": 10, "failures": 5, "failure_rate": 0.5}, 0.5, "sim at http://h:1")
+    check_failure_rate({"requests": 0, "failures": 0, "failure_rate": 0.0}, 0.0, "sim")
+    with pytest.raises(SearchFailureError, match=r"6 of 10 .*http://h:1"):
+        check_failure_rate({"requests": 10, "failures": 6, "failure_rate": 0.6}, 0.5, "sim at http://h:1")
+    with pytest.raises(ValueError, match="max_failure_rate"):
+        check_failure_rate({"requests": 1, "failures": 0, "failure_rate": 0.0}, 1.5, "sim")
+
+
+def retriever_cfg():
+    cfg = OmegaConf.load(Path(__file__).resolve().parents[3] / "configs" / "retriever" / "default.yaml")
+    cfg.seed = 3
+    return cfg
+
+
+def test_build_search_tool_modes(monkeypatch):
+    from zerosearch.tools.google import GoogleSearchTool
+    from zerosearch.tools.simulation import SimulationSearchTool
+    from zerosearch.tools.wiki import WikiSearchTool
+
+    monkeypatch.setenv("SERPAPI_API_KEY", "dummy")
+    cfg = retriever_cfg()
+    cfg.simulation.host = "10.0.0.1,10.0.0.2:7000"
+    expected = {
+        "simulate_sft": SimulationSearchTool,
+        "simulate_prompt": SimulationSearchTool,
+        "wiki": WikiSearchTool,
+        "google": GoogleSearchTool,
+    }
+    assert set(expected) == set(SEARCH_MODES)
+    for mode, cls in expected.items():
+        tool = build_search_tool(cfg, mode)
+        try:
+            assert type(tool) is cls and tool.topk == 5
+        finally:
+            tool.close()
+    sim = build_search_tool(cfg, "simulate_prompt")
+    assert sim.mode == "simulate_prompt" and sim.endpoints == ["http://10.0.0.1:6001", "http://10.0.0.2:7000"]
+    sim.close()
+
+
+def test_build_search_tool_errors():
+    cfg = retriever_cfg()
+    with pytest.raises(ValueError, match="simulate_sft, simulate_prompt, google, wiki"):
+        build_search_tool(cfg, "bing")
+    del cfg.simulation["port"]
+    with pytest.raises(ValueError, match="simulation.port"):
+        build_search_tool(cfg, "simulate_sft")

@@ -1,0 +1,114 @@
+"""Bounded retries with exponential backoff and seeded jitter, and the error kinds they act on.
+
+One query makes at most ``max_retries + 1`` attempts. Each attempt is cut after ``timeout``
+seconds. Before retry ``k`` (0-based) the caller sleeps ``backoff * 2**k`` plus a jitter drawn
+uniformly from ``[0, backoff)``. So a query gives up after at most
+``(max_retries + 1) * timeout + sum_k (backoff * 2**k + backoff)`` seconds, plus any wait for a
+free concurrency slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from dataclasses import dataclass
+from typing import Awaitable, Callable, TypeVar
+
+import httpx
+
+T = TypeVar("T")
+
+
+class RetryableError(Exception):
+    """A failure another attempt may fix: a timeout, a dropped connection, a 5xx, a garbled reply."""
+
+
+class PermanentError(Exception):
+    """A failure another attempt will not fix, e.g. HTTP 400/401/404 (wrong model name, bad key)."""
+
+
+class MalformedResponseError(RetryableError):
+    """The server answered, but not with what the contract promises."""
+
+
+_RETRYABLE_STATUS = frozenset({408, 425, 429})
+
+
+def raise_for_status(response: httpx.Response) -> None:
+    """Map an HTTP error status to ``RetryableError`` (408/425/429/5xx) or ``PermanentError``."""
+    if response.is_success:
+        return
+    body = response.text[:300].replace("\n", " ")
+    message = f"HTTP {response.status_code} from {response.request.url}: {body}"
+    if response.status_code in _RETRYABLE_STATUS or response.status_code >= 500:
+        raise RetryableError(message)
+    raise PermanentError(message)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether ``exc`` is worth another attempt."""
+    return isinstance(exc, (RetryableError, TimeoutError, httpx.TransportError, ConnectionError))
+
+
+def describe_error(exc: BaseException, limit: int = 300) -> str:
+    """``"Type: message"``, cut to ``limit`` characters."""
+    text = str(exc).strip()
+    return (f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:limit]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Per-attempt ``timeout`` (s), ``max_retries`` after the first attempt, ``backoff`` base (s)."""
+
+    timeout: float
+    max_retries: int
+    backoff: float
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.timeout, (int, float)) and math.isfinite(self.timeout) and self.timeout > 0):
+            raise ValueError(f"timeout must be a finite number of seconds > 0, got {self.timeout!r}")
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise ValueError(f"max_retries must be an int >= 0, got {self.max_retries!r}")
+        if not (isinstance(self.backoff, (int, float)) and math.isfinite(self.backoff) and self.backoff >= 0):
+            raise ValueError(f"backoff must be a finite number of seconds >= 0, got {self.backoff!r}")
+
+    def delay(self, retry: int, rng: random.Random) -> float:
+        """Sleep before retry ``retry`` (0-based)."""
+        return self.backoff * 2**retry + rng.uniform(0.0, self.backoff)
+
+    def worst_case_s(self) -> float:
+        """Longest time one query can take, not counting waits for a concurrency slot."""
+        return (self.max_retries + 1) * self.timeout + sum(self.backoff * (2**k + 1) for k in range(self.max_retries))
+
+
+async def call_with_retries(
+    attempt: Callable[[int], Awaitable[T]],
+    policy: RetryPolicy,
+    rng: random.Random,
+    *,
+    semaphore: asyncio.Semaphore | None = None,
+    on_retry: Callable[[BaseException], None] | None = None,
+) -> T:
+    """Await ``attempt(i)`` for i = 0, 1, ... until it succeeds or the policy is spent.
+
+    Each attempt holds ``semaphore`` (when given) and is cut after ``policy.timeout``; the slot is
+    released during the backoff sleep. Errors that ``is_retryable`` rejects are raised at once; the
+    last error is raised when the retries run out (a timeout becomes ``RetryableError``).
+    """
+    for i in range(policy.max_retries + 1):
+        try:
+            if semaphore is None:
+                return await asyncio.wait_for(attempt(i), policy.timeout)
+            async with semaphore:
+                return await asyncio.wait_for(attempt(i), policy.timeout)
+        except TimeoutError:
+            error: BaseException = RetryableError(f"no reply within {policy.timeout:g} s")
+        except Exception as exc:  # classified below; never swallowed
+            error = exc
+        if not is_retryable(error) or i == policy.max_retries:
+            raise error
+        if on_retry is not None:
+            on_retry(error)
+        await asyncio.sleep(policy.delay(i, rng))
+    raise AssertionError("unreachable")

@@ -1,0 +1,236 @@
+"""Search simulated by an LLM server: each query becomes a prompt, the reply becomes the documents.
+
+Protocols:
+    openai         POST {base}/v1/chat/completions with one user message holding the prompt (plus a
+                   system message when ``system_prompt`` is set); the server applies the model's chat
+                   template. Works with sglang and vLLM (vLLM needs the real served model name).
+                   Each request carries a seed derived from the tool seed and a request counter, so a
+                   run with the same seed sends the same seeds.
+    sglang_native  POST {base}/generate {"text": prompt, "sampling_params": {...}}. The client sends
+                   the prompt as plain text: no chat template is applied by either side, and no seed
+                   is sent.
+
+Reply clean-up: blank lines collapse to single newlines; the text from ``Doc {topk+1}`` on is dropped;
+a reply without a ``Doc 1`` line counts as a failed attempt and is retried; the result is stripped.
+All requests of a call go out concurrently through one pooled ``httpx.AsyncClient``, at most
+``concurrency`` at a time; each has a per-attempt timeout and bounded retries (``retry.py``). A query
+that still fails returns ``NO_INFORMATION`` with ``ok=False``. With several hosts, request ``c``'s
+attempt ``a`` goes to host ``(c + a) % n_hosts``, so retries move on to the next host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import time
+from typing import Any, Sequence
+
+import httpx
+import numpy as np
+
+from zerosearch.prompts import SIMULATION_MODES, build_simulation_prompt
+from zerosearch.tools.base import NO_INFORMATION, SearchRequest, SearchResult, SearchTool, require_int, require_number
+from zerosearch.tools.endpoints import derive_seed, parse_endpoints
+from zerosearch.tools.retry import (
+    MalformedResponseError,
+    RetryPolicy,
+    call_with_retries,
+    describe_error,
+    raise_for_status,
+)
+
+PROTOCOLS = ("openai", "sglang_native")
+
+_BLANK_LINES = re.compile(r"\n[ \t\r\f\v]*\n(?:[ \t\r\f\v]*\n)*")
+_FIRST_DOC = re.compile(r"(?m)^\W*Doc\s*1\b")
+
+
+def clean_simulated_documents(text: str, topk: int) -> str:
+    """Collapse blank lines, keep what precedes ``Doc {topk+1}``, require a ``Doc 1`` line, strip.
+
+    Raises:
+        MalformedResponseError: the reply has no ``Doc 1`` line (garbage; worth a retry).
+    """
+    text = _BLANK_LINES.sub("\n", text)
+    cut = re.search(rf"\bDoc\s*{topk + 1}\b", text)
+    if cut is not None:
+        text = text[: cut.start()]
+    text = text.strip()
+    if not _FIRST_DOC.search(text):
+        raise MalformedResponseError(f"simulated reply has no 'Doc 1' line: {text[:120]!r}")
+    return text
+
+
+def _first_answer(golden_answers: Any) -> str | None:
+    if isinstance(golden_answers, str):
+        return golden_answers
+    if isinstance(golden_answers, (list, tuple, np.ndarray)) and len(golden_answers) > 0:
+        return str(golden_answers[0])
+    return None
+
+
+class SimulationSearchTool(SearchTool):
+    """Documents written by a simulation LLM (``simulate_sft`` or ``simulate_prompt`` prompts).
+
+    Args:
+        mode: ``simulate_sft`` (fine-tuned simulator) or ``simulate_prompt`` (prompted instruct model).
+        hosts: comma-separated hosts (``host``, ``host:port`` or ``http://host:port``) or a list.
+        port: port of the hosts given without one.
+        model: the served model name sent in OpenAI requests.
+        protocol: ``openai`` or ``sglang_native``.
+        topk: documents kept per query (also the number the prompt asks for).
+        temperature: sampling temperature of the simulator.
+        max_tokens: generation budget per reply.
+        concurrency: requests in flight at most (also the connection-pool size).
+        timeout: seconds per attempt.
+        max_retries: attempts after the first.
+        backoff: base of the exponential backoff, seconds.
+        seed: derives the per-request sampling seeds and the retry jitter.
+        cache_size: LRU entries keyed by (mode, query, noisy, question); 0 = off.
+        system_prompt: content of a system message (openai protocol); None sends none.
+    """
+
+    def __init__(
+        self,
+        mode: str = "simulate_sft",
+        hosts: str | Sequence[str] = "127.0.0.1",
+        port: int = 6001,
+        model: str = "simulation",
+        protocol: str = "openai",
+        topk: int = 5,
+        temperature: float = 0.8,
+        max_tokens: int = 600,
+        concurrency: int = 64,
+        timeout: float = 60.0,
+        max_retries: int = 3,
+        backoff: float = 0.5,
+        seed: int = 0,
+        cache_size: int = 0,
+        system_prompt: str | None = None,
+    ):
+        if mode not in SIMULATION_MODES:
+            raise ValueError(f"SimulationSearchTool: mode must be one of {SIMULATION_MODES}, got {mode!r}")
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"SimulationSearchTool: protocol (retriever.simulation.protocol) must be one of {PROTOCOLS}, got {protocol!r}")
+        if not isinstance(model, str):
+            raise ValueError(f"SimulationSearchTool: model (retriever.simulation.model) must be a string, got {model!r}")
+        if system_prompt is not None and not isinstance(system_prompt, str):
+            raise ValueError(f"SimulationSearchTool: system_prompt must be a string or None, got {system_prompt!r}")
+        self.name = mode
+        super().__init__(cache_size=cache_size)
+        self.mode = mode
+        self.endpoints = parse_endpoints(hosts, port, key="retriever.simulation.host")
+        self.model = model
+        self.protocol = protocol
+        self.topk = require_int("topk (retriever.topk)", topk, 1)
+        self.temperature = require_number("temperature (retriever.simulation.temperature)", temperature, 0.0)
+        self.max_tokens = require_int("max_tokens (retriever.simulation.max_tokens)", max_tokens, 1)
+        self.concurrency = require_int("concurrency (retriever.simulation.concurrency)", concurrency, 1)
+        self.seed = require_int("seed (retriever.seed)", seed, 0)
+        self.system_prompt = system_prompt
+        self.policy = RetryPolicy(timeout=timeout, max_retries=max_retries, backoff=backoff)
+        self._counter = 0
+        self._client: httpx.AsyncClient | None = None
+        self._semaphore: asyncio.Semaphore | None = None
+
+    def describe(self) -> str:
+        return f"{self.mode} simulation server(s) {', '.join(self.endpoints)} ({self.protocol}, model {self.model!r})"
+
+    def __repr__(self) -> str:
+        return (
+            f"SimulationSearchTool(mode={self.mode!r}, endpoints={self.endpoints}, model={self.model!r}, "
+            f"protocol={self.protocol!r}, topk={self.topk}, concurrency={self.concurrency})"
+        )
+
+    # ----------------------------------------------------------------- reproducibility
+    def state_dict(self) -> dict[str, int]:
+        """The request counter that the per-request seeds derive from."""
+        return {"requests_sent": self._counter}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if "requests_sent" not in state:
+            raise ValueError("SimulationSearchTool.load_state_dict: missing key 'requests_sent'")
+        self._counter = require_int("requests_sent", state["requests_sent"], 0)
+
+    # ----------------------------------------------------------------- requests
+    def build_prompt(self, request: SearchRequest) -> str:
+        """The simulation prompt of ``request``, from its own question and first gold answer."""
+        answer = _first_answer(request.golden_answers)
+        if not isinstance(request.question, str) or not request.question.strip() or answer is None:
+            raise ValueError(
+                f"{self.mode}: request for row {request.row} (query {request.query!r}) needs its row's "
+                "question and at least one gold answer"
+            )
+        return build_simulation_prompt(self.mode, request.query, request.question, answer, request.noisy, self.topk)
+
+    def _payload(self, prompt: str, seed: int) -> tuple[str, dict[str, Any]]:
+        if self.protocol == "openai":
+            messages = [{"role": "user", "content": prompt}]
+            if self.system_prompt is not None:
+                messages.insert(0, {"role": "system", "content": self.system_prompt})
+            body = {
+                "model": self.model,
+                "messages": messages,
+                "max_tokens": self.max_tokens,
+                "temperature": self.temperature,
+                "seed": seed,
+            }
+            return "/v1/chat/completions", body
+        body = {"text": prompt, "sampling_params": {"max_new_tokens": self.max_tokens, "temperature": self.temperature}}
+        return "/generate", body
+
+    def _reply_text(self, data: Any) -> str:
+        try:
+            if self.protocol == "openai":
+                text = data["choices"][0]["message"]["content"]
+            else:
+                text = (data[0] if isinstance(data, list) else data)["text"]
+        except (KeyError, IndexError, TypeError) as exc:
+            raise MalformedResponseError(f"reply lacks the generated text ({describe_error(exc)})") from None
+        if not isinstance(text, str):
+            raise MalformedResponseError(f"generated text is not a string: {text!r}")
+        return text
+
+    async def _ensure_client(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
+        if self._client is None:
+            limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.policy.timeout), limits=limits)
+            self._semaphore = asyncio.Semaphore(self.concurrency)
+        assert self._semaphore is not None
+        return self._client, self._semaphore
+
+    async def _one(self, request: SearchRequest, prompt: str, number: int) -> SearchResult:
+        client, semaphore = await self._ensure_client()
+        start = time.monotonic()
+
+        async def attempt(i: int) -> str:
+            base = self.endpoints[(number + i) % len(self.endpoints)]
+            path, body = self._payload(prompt, derive_seed(self.seed, number, i))
+            response = await client.post(base + path, json=body)
+            raise_for_status(response)
+            try:
+                data = response.json()
+            except ValueError as exc:
+                raise MalformedResponseError(f"reply is not JSON ({describe_error(exc)})") from None
+            return clean_simulated_documents(self._reply_text(data), self.topk)
+
+        rng = random.Random(derive_seed(self.seed, number, "jitter"))
+        try:
+            documents = await call_with_retries(
+                attempt, self.policy, rng, semaphore=semaphore, on_retry=lambda _: self._metrics.add_retry()
+            )
+        except Exception as exc:  # a failed query must not fail the batch
+            return SearchResult(NO_INFORMATION, ok=False, error=describe_error(exc), latency_s=time.monotonic() - start)
+        return SearchResult(documents, latency_s=time.monotonic() - start)
+
+    async def _search_uncached(self, requests: list[SearchRequest]) -> list[SearchResult]:
+        prompts = [self.build_prompt(r) for r in requests]  # bad rows fail before any request is sent
+        first = self._counter
+        self._counter += len(requests)
+        return list(await asyncio.gather(*(self._one(r, p, first + k) for k, (r, p) in enumerate(zip(requests, prompts)))))
+
+    async def _aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
