@@ -1,0 +1,200 @@
+"""Advantage estimators behind a name registry.
+
+Shapes: B = rows, R = response length. ``token_level_rewards`` and ``response_mask`` are (B, R);
+the outcome estimators read a row's score as ``token_level_rewards.sum(-1)`` (the reward sits on
+the last policy token). ``index`` is the per-row group id (the non-tensor ``uid`` column): a
+numpy array or list of B hashable values. Every estimator returns ``(advantages, returns)``,
+both (B, R).
+
+Arguments each registered estimator takes (the trainer passes exactly these):
+
+==========================  =============================================================
+gae                         token_level_rewards, values, response_mask, gamma, lam
+grpo                        token_level_rewards, response_mask, index, epsilon,
+                            norm_adv_by_std_in_grpo
+reinforce                   token_level_rewards, response_mask
+reinforce_plus_plus         token_level_rewards, response_mask, gamma
+rloo                        token_level_rewards, response_mask, index, epsilon
+==========================  =============================================================
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence, Union
+
+import numpy as np
+import torch
+
+from verl.utils import torch_functional as F
+
+AdvantageFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+ADV_ESTIMATOR_REGISTRY: dict[str, AdvantageFn] = {}
+
+
+def register_adv_est(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
+    """Decorator: register an advantage estimator under ``name`` (a second, different one raises)."""
+
+    def decorator(fn: AdvantageFn) -> AdvantageFn:
+        known = ADV_ESTIMATOR_REGISTRY.get(name)
+        if known is not None and known is not fn:
+            raise ValueError(f"advantage estimator '{name}' is already registered to {known.__qualname__}")
+        ADV_ESTIMATOR_REGISTRY[name] = fn
+        return fn
+
+    return decorator
+
+
+def get_adv_estimator_fn(name: str) -> AdvantageFn:
+    """The estimator registered as ``name``; ValueError listing the valid names otherwise."""
+    if name not in ADV_ESTIMATOR_REGISTRY:
+        raise ValueError(f"unknown advantage estimator '{name}'; valid: {sorted(ADV_ESTIMATOR_REGISTRY)}")
+    return ADV_ESTIMATOR_REGISTRY[name]
+
+
+def _check_same_shape(**tensors: torch.Tensor) -> None:
+    shapes = {k: tuple(v.shape) for k, v in tensors.items()}
+    if len(set(shapes.values())) != 1 or len(next(iter(shapes.values()))) != 2:
+        raise ValueError(f"expected tensors of one (B, R) shape, got {shapes}")
+
+
+def _group_ids(index: Union[np.ndarray, Sequence[Any]], rows: int, device: torch.device) -> torch.Tensor:
+    """Map each row's group id (any hashable) to 0..G-1 in order of first appearance. Returns (B,)."""
+    if len(index) != rows:
+        raise ValueError(f"index has {len(index)} entries but the batch has {rows} rows")
+    ids: dict[Any, int] = {}
+    out = [ids.setdefault(key, len(ids)) for key in index]
+    return torch.tensor(out, dtype=torch.long, device=device)
+
+
+def _group_stats(scores: torch.Tensor, group: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-row group size, group mean and unbiased group std. scores, group: (B,) -> three (B,)."""
+    n_groups = int(group.max()) + 1 if group.numel() else 0
+    zeros = torch.zeros(n_groups, dtype=scores.dtype, device=scores.device)
+    count = zeros.clone().index_add_(0, group, torch.ones_like(scores))
+    total = zeros.clone().index_add_(0, group, scores)
+    mean = total / count
+    sq_dev = torch.zeros_like(total).index_add_(0, group, (scores - mean[group]) ** 2)
+    std = torch.sqrt(sq_dev / (count - 1).clamp(min=1))
+    return count[group], mean[group], std[group]
+
+
+@register_adv_est("gae")
+def compute_gae_advantage_return(
+    token_level_rewards: torch.Tensor,
+    values: torch.Tensor,
+    response_mask: torch.Tensor,
+    gamma: Union[float, torch.Tensor],
+    lam: Union[float, torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation (PPO with a critic).
+
+    token_level_rewards, values, response_mask: (B, R). Walking backwards,
+    delta_t = r_t + gamma * V_next - V_t and A_t = delta_t + gamma * lam * A_next, where V_next and
+    A_next come from the next position with response_mask 1: positions with mask 0 (observation
+    tokens inside a response, padding) are skipped, carrying the next value and advantage across
+    them. Returns (advantages whitened over the mask, returns = unwhitened advantages + values).
+    """
+    _check_same_shape(token_level_rewards=token_level_rewards, values=values, response_mask=response_mask)
+    with torch.no_grad():
+        mask = response_mask.to(values.dtype)
+        next_value = torch.zeros_like(values[:, 0])
+        next_adv = torch.zeros_like(values[:, 0])
+        reversed_adv = []
+        for t in reversed(range(values.shape[1])):
+            delta = token_level_rewards[:, t] + gamma * next_value - values[:, t]
+            adv_t = delta + gamma * lam * next_adv
+            m = mask[:, t]
+            next_value = values[:, t] * m + (1 - m) * next_value
+            next_adv = adv_t * m + (1 - m) * next_adv
+            reversed_adv.append(next_adv)
+        advantages = torch.stack(reversed_adv[::-1], dim=1)
+        returns = advantages + values
+        advantages = F.masked_whiten(advantages, response_mask)
+    return advantages, returns
+
+
+@register_adv_est("grpo")
+def compute_grpo_outcome_advantage(
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    index: Union[np.ndarray, Sequence[Any]],
+    epsilon: float = 1e-6,
+    norm_adv_by_std_in_grpo: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GRPO: (score - group mean) / (unbiased group std + epsilon), broadcast over masked tokens.
+
+    token_level_rewards, response_mask: (B, R); index: B group ids. A group of one row uses mean 0
+    and std 1. With ``norm_adv_by_std_in_grpo=False`` only the mean is subtracted (Dr.GRPO).
+    Returns (adv, adv), each (B, R) and 0 where the mask is 0.
+    """
+    _check_same_shape(token_level_rewards=token_level_rewards, response_mask=response_mask)
+    with torch.no_grad():
+        scores = token_level_rewards.sum(dim=-1)
+        count, mean, std = _group_stats(scores, _group_ids(index, scores.shape[0], scores.device))
+        single = count == 1
+        mean = torch.where(single, torch.zeros_like(mean), mean)
+        std = torch.where(single, torch.ones_like(std), std)
+        adv = scores - mean
+        if norm_adv_by_std_in_grpo:
+            adv = adv / (std + epsilon)
+        adv = adv.unsqueeze(-1) * response_mask
+    return adv, adv
+
+
+@register_adv_est("reinforce")
+def compute_reinforce_outcome_advantage(
+    token_level_rewards: torch.Tensor, response_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain REINFORCE: the raw outcome score on every masked token; no baseline, no normalisation.
+
+    token_level_rewards, response_mask: (B, R). Returns (adv, adv), each (B, R).
+    """
+    _check_same_shape(token_level_rewards=token_level_rewards, response_mask=response_mask)
+    with torch.no_grad():
+        adv = token_level_rewards.sum(dim=-1, keepdim=True) * response_mask
+    return adv, adv
+
+
+@register_adv_est("reinforce_plus_plus")
+def compute_reinforce_plus_plus_outcome_advantage(
+    token_level_rewards: torch.Tensor, response_mask: torch.Tensor, gamma: Union[float, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """REINFORCE++: discounted return-to-go, whitened over the whole batch's masked tokens.
+
+    token_level_rewards, response_mask: (B, R). G_t = r_t + gamma * G_{t+1}, where the running
+    return is reset to 0 after each position with mask 0. Returns (whitened G * mask, G).
+    """
+    _check_same_shape(token_level_rewards=token_level_rewards, response_mask=response_mask)
+    with torch.no_grad():
+        returns = torch.zeros_like(token_level_rewards)
+        running = torch.zeros_like(token_level_rewards[:, 0])
+        for t in reversed(range(token_level_rewards.shape[1])):
+            running = token_level_rewards[:, t] + gamma * running
+            returns[:, t] = running
+            running = running * response_mask[:, t]
+        advantages = F.masked_whiten(returns, response_mask) * response_mask
+    return advantages, returns
+
+
+@register_adv_est("rloo")
+def compute_rloo_outcome_advantage(
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    index: Union[np.ndarray, Sequence[Any]],
+    epsilon: float = 1e-6,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """RLOO: score minus the mean of the other rows of its group, i.e. (score - mean) * n / (n - 1).
+
+    token_level_rewards, response_mask: (B, R); index: B group ids. A group of one row keeps its
+    raw score (baseline 0). ``epsilon`` is accepted for a uniform group-estimator signature and
+    unused. Returns (adv, adv), each (B, R).
+    """
+    _check_same_shape(token_level_rewards=token_level_rewards, response_mask=response_mask)
+    with torch.no_grad():
+        scores = token_level_rewards.sum(dim=-1)
+        count, mean, _ = _group_stats(scores, _group_ids(index, scores.shape[0], scores.device))
+        scale = count / (count - 1).clamp(min=1)
+        adv = torch.where(count > 1, scores * scale - mean * scale, scores)
+        adv = adv.unsqueeze(-1) * response_mask
+    return adv, adv

@@ -1,0 +1,317 @@
+"""The single-controller PPO-family trainer.
+
+One step reads top to bottom in ``fit``: rollout (agent loop) -> reward -> log-probs ->
+advantage -> update -> checkpoint -> validate. Everything distributed happens inside the
+worker groups; this driver only moves DataProto batches between them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from verl.agent_loop.base import AgentLoopBase
+from verl.protocol import DataProto, pad_dataproto_to_divisor, unpad_dataproto
+from verl.trainer.ppo import core_algos
+from verl.trainer.ppo.compute import apply_kl_penalty, compute_advantage
+from verl.trainer.ppo.metric_utils import (compute_data_metrics, compute_throughput_metrics,
+                                           compute_timing_metrics, marked_timer)
+from verl.utils.checkpoint import CheckpointManager, load_trainer_state
+from verl.utils.tracking import Tracking
+from verl.workers.rollout.base import GenerationOutput, SamplingConfig
+
+
+def object_array(items: list) -> np.ndarray:
+    """A 1-D numpy object array holding ``items`` as they are (lists stay lists)."""
+    arr = np.empty(len(items), dtype=object)
+    for i, x in enumerate(items):
+        arr[i] = x
+    return arr
+
+
+def _reduce(metrics: dict[str, Any]) -> dict[str, float]:
+    """Mean of list-valued metrics (workers report one value per micro-batch or rank)."""
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, (list, tuple, np.ndarray)):
+            vals = [float(x) for x in v]
+            if vals:
+                out[k] = float(np.mean(vals))
+        else:
+            out[k] = float(v)
+    return out
+
+
+def _worker_metrics(results: Any) -> dict[str, float]:
+    """Metrics of a DP_COMPUTE_PROTO call: a DataProto whose meta_info carries 'metrics'."""
+    if isinstance(results, DataProto):
+        return _reduce(results.meta_info.get("metrics", {}))
+    merged: dict[str, list] = {}
+    for r in results:
+        for k, v in (r.meta_info.get("metrics", {}) if isinstance(r, DataProto) else r).items():
+            merged.setdefault(k, []).extend(v if isinstance(v, (list, tuple)) else [v])
+    return _reduce(merged)
+
+
+class RayPPOTrainer:
+    """Drives PPO / GRPO / REINFORCE training over Ray worker groups.
+
+    Args:
+        config: the full trainer config (verl/trainer/config/ppo_trainer.yaml).
+        tokenizer: the policy tokenizer.
+        actor_rollout_wg: worker group of ``ActorRolloutRefWorker`` (actor, rollout and ref).
+        critic_wg: worker group of ``CriticWorker`` or None when the estimator needs no critic.
+        train_dataset / val_dataset: RL datasets; ``collate_fn`` turns rows into a DataProto.
+        train_iterator: a resumable batch-index iterator (state_dict/load_state_dict).
+        reward_manager: callable DataProto -> (token_level_scores, extras).
+        agent_loop: the configured AgentLoopBase.
+    """
+
+    def __init__(self, config: DictConfig, tokenizer, actor_rollout_wg, critic_wg, train_dataset, val_dataset,
+                 collate_fn, train_iterator, reward_manager, agent_loop: AgentLoopBase, total_training_steps: int) -> None:
+        self.config = config
+        self.tokenizer = tokenizer
+        self.actor_rollout_wg = actor_rollout_wg
+        self.critic_wg = critic_wg
+        self.train_dataset = train_dataset
+        self.val_dataset = val_dataset
+        self.collate_fn = collate_fn
+        self.train_iterator = train_iterator
+        self.reward_manager = reward_manager
+        self.agent_loop = agent_loop
+        self.total_training_steps = total_training_steps
+        self.global_step = 0
+        self.use_critic = config.algorithm.adv_estimator == "gae"
+        self.use_reference = bool(config.actor_rollout_ref.ref.enable) and (
+            config.algorithm.use_kl_in_reward or config.actor_rollout_ref.actor.use_kl_loss)
+        self.kl_ctrl = core_algos.get_kl_controller(config.algorithm.kl_ctrl)
+        self.ckpt = CheckpointManager(config.trainer.default_local_dir, config.trainer.max_ckpt_to_keep)
+        self.n_devices = int(config.trainer.nnodes) * int(config.trainer.n_gpus_per_node)
+        self._gen_time = 0.0
+
+    # ------------------------------------------------------------------ rollout plumbing
+    def generate(self, prompts: list[list[int]], sampling: SamplingConfig) -> list[GenerationOutput]:
+        """Generate for a list of prompts on the rollout workers (the agent loop's ``generate``)."""
+        import time
+
+        start = time.perf_counter()
+        data = DataProto.from_dict(non_tensors={"prompt_token_ids": object_array([list(p) for p in prompts])},
+                                   meta_info={"sampling": asdict(sampling)})
+        data, pad = pad_dataproto_to_divisor(data, self.actor_rollout_wg.world_size)
+        out = unpad_dataproto(self.actor_rollout_wg.generate(data), pad)
+        self._gen_time += time.perf_counter() - start
+        nt = out.non_tensor_batch
+        return [GenerationOutput(token_ids=list(nt["output_token_ids"][i]), log_probs=list(nt["output_log_probs"][i]),
+                                 finish_reason=str(nt["finish_reason"][i])) for i in range(len(out))]
+
+    def _dp_call(self, wg, method: str, data: DataProto) -> DataProto:
+        """Call a DP_COMPUTE_PROTO method with the batch padded to the group size."""
+        padded, pad = pad_dataproto_to_divisor(data, wg.world_size)
+        out = getattr(wg, method)(padded)
+        return unpad_dataproto(out, pad) if len(out) == len(padded) else out
+
+    # ------------------------------------------------------------------ checkpoints
+    def _trainer_state(self) -> dict[str, Any]:
+        return {
+            "global_step": self.global_step,
+            "train_iterator": self.train_iterator.state_dict(),
+            "agent_loop": self.agent_loop.state_dict(),
+            "kl_coef": float(self.kl_ctrl.value),
+        }
+
+    def save_checkpoint(self) -> str:
+        def write(folder: str) -> None:
+            self.actor_rollout_wg.save_checkpoint(os.path.join(folder, "actor"))
+            if self.config.trainer.save_hf:
+                self.actor_rollout_wg.export_hf(os.path.join(folder, "actor", "huggingface"))
+            if self.use_critic:
+                self.critic_wg.save_checkpoint(os.path.join(folder, "critic"))
+
+        path = self.ckpt.save(self.global_step, self._trainer_state(), write)
+        print(f"[checkpoint] saved step {self.global_step} to {path}", flush=True)
+        return path
+
+    def load_checkpoint(self) -> None:
+        mode = self.config.trainer.resume_mode
+        if mode == "disable":
+            return
+        if mode == "auto":
+            path = self.ckpt.latest()
+            if path is None:
+                print("[checkpoint] no checkpoint found; training from scratch", flush=True)
+                return
+        elif mode == "path":
+            path = self.config.trainer.resume_from_path
+            if not path:
+                raise ValueError("trainer.resume_mode=path needs trainer.resume_from_path")
+        else:
+            raise ValueError(f"trainer.resume_mode={mode!r}; valid: auto, disable, path")
+        state = load_trainer_state(path)
+        self.actor_rollout_wg.load_checkpoint(os.path.join(path, "actor"))
+        if self.use_critic:
+            self.critic_wg.load_checkpoint(os.path.join(path, "critic"))
+        self.global_step = int(state["global_step"])
+        self.train_iterator.load_state_dict(state["train_iterator"])
+        self.agent_loop.load_state_dict(state.get("agent_loop", {}))
+        if hasattr(self.kl_ctrl, "value"):
+            self.kl_ctrl.value = float(state.get("kl_coef", self.kl_ctrl.value))
+        print(f"[checkpoint] resumed from {path} at step {self.global_step}", flush=True)
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> dict[str, float]:
+        """Roll out every validation row (no drop_last), greedy by default, and score it."""
+        cfg = self.config
+        n_val = int(cfg.actor_rollout_ref.rollout.val_kwargs.n)
+        bs = int(cfg.data.val_batch_size)
+        per_source: dict[str, dict[str, list[float]]] = {}
+        records = []
+        indices = list(range(len(self.val_dataset)))
+        for start in tqdm(range(0, len(indices), bs), desc="validation", leave=False):
+            batch = self.collate_fn([self.val_dataset[i] for i in indices[start:start + bs]])
+            if n_val > 1:
+                batch = batch.repeat(n_val, interleave=True)
+            out = self.agent_loop.run(batch, self.generate, step=self.global_step, validate=True)
+            _, extras = self.reward_manager(out)
+            sources = out.non_tensor_batch.get("data_source", object_array(["unknown"] * len(out)))
+            for i in range(len(out)):
+                src = str(sources[i])
+                for k, vals in extras.items():
+                    per_source.setdefault(src, {}).setdefault(k, []).append(float(vals[i]))
+                records.append(self._record(out, i, {k: float(v[i]) for k, v in extras.items()}))
+        metrics: dict[str, float] = {}
+        all_vals: dict[str, list[float]] = {}
+        for src, vals in per_source.items():
+            for k, v in vals.items():
+                metrics[f"val/{k}/{src}"] = float(np.mean(v))
+                all_vals.setdefault(k, []).extend(v)
+        for k, v in all_vals.items():
+            metrics[f"val/{k}/mean"] = float(np.mean(v))
+        self._write_records(records)
+        return metrics
+
+    def _record(self, out: DataProto, i: int, scores: dict[str, float]) -> dict[str, Any]:
+        nt = out.non_tensor_batch
+        mask = out.batch["attention_mask"][i].bool()
+        rec = {"step": self.global_step, "scores": scores,
+               "text": self.tokenizer.decode(out.batch["input_ids"][i][mask].tolist(), skip_special_tokens=False)}
+        for key in ("uid", "data_source", "question", "golden_answers", "num_turns", "num_searches", "search_queries"):
+            if key in nt:
+                v = nt[key][i]
+                rec[key] = v.tolist() if isinstance(v, np.ndarray) else v
+        return rec
+
+    def _write_records(self, records: list[dict]) -> None:
+        folder = self.config.trainer.validation_data_dir
+        if not folder:
+            return
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, f"step_{self.global_step}.jsonl")
+        with open(path, "w", encoding="utf-8") as f:
+            for r in records:
+                f.write(json.dumps(r, default=str) + "\n")
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> dict[str, float]:
+        cfg = self.config
+        tracker = Tracking(cfg.trainer.project_name, cfg.trainer.experiment_name, list(cfg.trainer.logger),
+                           config=OmegaConf.to_container(cfg, resolve=True), log_dir=cfg.trainer.log_dir)
+        self.load_checkpoint()
+        last_metrics: dict[str, float] = {}
+        try:
+            if cfg.trainer.val_before_train or cfg.trainer.val_only:
+                val = self.validate()
+                tracker.log(val, step=self.global_step)
+                last_metrics.update(val)
+                if cfg.trainer.val_only:
+                    return last_metrics
+            progress = tqdm(total=self.total_training_steps, initial=self.global_step, desc="training steps")
+            while self.global_step < self.total_training_steps:
+                indices = next(self.train_iterator)
+                batch = self.collate_fn([self.train_dataset[i] for i in indices])
+                self.global_step += 1
+                metrics = self.train_step(batch)
+                metrics["training/global_step"] = self.global_step
+                is_last = self.global_step >= self.total_training_steps
+                if cfg.trainer.save_freq > 0 and (self.global_step % cfg.trainer.save_freq == 0 or is_last):
+                    with marked_timer("save_checkpoint", timing := {}):
+                        self.save_checkpoint()
+                    metrics.update(compute_timing_metrics(timing))
+                if cfg.trainer.test_freq > 0 and (self.global_step % cfg.trainer.test_freq == 0 or is_last):
+                    metrics.update(self.validate())
+                tracker.log(metrics, step=self.global_step)
+                last_metrics = metrics
+                progress.update(1)
+            progress.close()
+        finally:
+            tracker.finish()
+            self.agent_loop.close()
+        return last_metrics
+
+    def train_step(self, batch: DataProto) -> dict[str, float]:
+        """One PPO-family step on a batch of prompts; returns its metrics."""
+        cfg = self.config
+        timing: dict[str, float] = {}
+        metrics: dict[str, float] = {}
+        with marked_timer("step", timing):
+            # 1. rollout: repeat each prompt n times (interleaved, same uid) and run the agent loop
+            batch = batch.repeat(int(cfg.actor_rollout_ref.rollout.n), interleave=True)
+            self._gen_time = 0.0
+            with marked_timer("rollout", timing):
+                batch = self.agent_loop.run(batch, self.generate, step=self.global_step, validate=False)
+            timing["gen"] = self._gen_time
+            timing["search"] = timing["rollout"] - self._gen_time
+            metrics.update(batch.meta_info.pop("metrics", {}))
+
+            # 2. reward on the response, placed on the last policy token
+            with marked_timer("reward", timing):
+                scores, extras = self.reward_manager(batch)
+                batch.batch["token_level_scores"] = scores
+                metrics.update({f"reward/{k}": float(np.mean(v)) for k, v in extras.items()})
+
+            # 3. log-probs of the current policy, the reference, and values
+            with marked_timer("old_log_prob", timing):
+                old = self._dp_call(self.actor_rollout_wg, "compute_log_prob", batch)
+                batch = batch.union(old.select(batch_keys=["old_log_probs"]))
+                mask = batch.batch["response_mask"].bool()
+                if "entropys" in old.batch:
+                    metrics["actor/entropy"] = float(old.batch["entropys"][mask].mean()) if mask.any() else 0.0
+                if "rollout_log_probs" in batch.batch and mask.any():
+                    diff = (batch.batch["rollout_log_probs"] - batch.batch["old_log_probs"]).abs()[mask]
+                    metrics["actor/rollout_old_logprob_abs_diff"] = float(diff.mean())
+            if self.use_reference:
+                with marked_timer("ref", timing):
+                    batch = batch.union(self._dp_call(self.actor_rollout_wg, "compute_ref_log_prob", batch)
+                                        .select(batch_keys=["ref_log_prob"]))
+            if self.use_critic:
+                with marked_timer("values", timing):
+                    batch = batch.union(self._dp_call(self.critic_wg, "compute_values", batch).select(batch_keys=["values"]))
+
+            # 4. KL (in the reward for PPO; as a loss term inside the actor otherwise) and advantages
+            with marked_timer("adv", timing):
+                if cfg.algorithm.use_kl_in_reward:
+                    metrics.update(apply_kl_penalty(batch, self.kl_ctrl, cfg.algorithm.kl_penalty))
+                else:
+                    batch.batch["token_level_rewards"] = batch.batch["token_level_scores"]
+                compute_advantage(batch, cfg.algorithm.adv_estimator, cfg.algorithm.gamma, cfg.algorithm.lam,
+                                  cfg.algorithm.norm_adv_by_std_in_grpo)
+
+            # 5. updates (the actor also pushes its new weights to the rollout engine)
+            if self.use_critic:
+                with marked_timer("update_critic", timing):
+                    metrics.update(_worker_metrics(self._dp_call(self.critic_wg, "update_critic", batch)))
+            if self.global_step > int(cfg.trainer.critic_warmup):
+                with marked_timer("update_actor", timing):
+                    actor_out = self._dp_call(self.actor_rollout_wg, "update_actor", batch)
+                metrics.update(_worker_metrics(actor_out))
+
+        metrics.update(compute_data_metrics(batch, self.use_critic))
+        metrics.update(compute_timing_metrics(timing))
+        metrics.update(compute_throughput_metrics(batch, timing["step"], self.n_devices))
+        return metrics
