@@ -71,8 +71,9 @@ def build_trainer(config: DictConfig):
     tok_path = config.actor_rollout_ref.model.tokenizer_path or config.actor_rollout_ref.model.path
     tokenizer = AutoTokenizer.from_pretrained(tok_path, trust_remote_code=config.actor_rollout_ref.model.trust_remote_code)
 
-    train_dataset = RLHFDataset(config.data.train_files, tokenizer, config.data)
-    val_dataset = RLHFDataset(config.data.val_files, tokenizer, config.data) if config.data.val_files else None
+    train_dataset = RLHFDataset(config.data.train_files, tokenizer, config.data, max_samples=config.data.train_max_samples)
+    val_dataset = (RLHFDataset(config.data.val_files, tokenizer, config.data, max_samples=config.data.val_max_samples)
+                   if config.data.val_files else None)
     if val_dataset is None and (config.trainer.test_freq > 0 or config.trainer.val_before_train or config.trainer.val_only):
         raise ValueError("validation is requested (trainer.test_freq/val_before_train/val_only) but data.val_files is empty")
     bs = int(config.data.train_batch_size)

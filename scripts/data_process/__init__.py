@@ -1,0 +1,1 @@
+"""Data preparation scripts: QA jsonl -> parquet."""

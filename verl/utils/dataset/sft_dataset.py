@@ -1,0 +1,162 @@
+"""Supervised fine-tuning dataset: parquet prompt/response pairs -> right-padded training rows.
+
+Per row::
+
+    input_ids       (L,) long   prompt ids + response ids + eos, right-padded with pad_token_id
+    attention_mask  (L,) long   1 on real tokens
+    position_ids    (L,) long   0.. over real tokens, 0 on padding
+    loss_mask       (L,) long   1 on the response tokens (eos included), 0 on prompt and padding
+
+``L = max_length``. ``loss_mask`` is aligned with ``input_ids`` (position t says whether token t is
+a response token); a next-token loss uses ``loss_mask[:, 1:]`` against ``logits[:, :-1]``.
+
+Prompt: a chat list ``[{"role", "content"}, ...]`` or a string (a string is treated as one user
+message). With ``apply_chat_template`` and a tokenizer that has a template, the prompt text is
+``apply_chat_template(chat, add_generation_prompt=True)``; otherwise the message contents joined by
+newlines. Prompt and response are tokenised separately, so the response tokens are exactly
+``tokenizer(response)`` followed by ``eos_token_id``.
+
+Rows longer than ``max_length`` follow ``truncation``:
+    error  raise, listing the rows;
+    left   drop tokens from the start of the prompt (a row whose response alone exceeds
+           max_length is an error);
+    right  drop tokens from the end of the response (a row whose prompt leaves no room for a
+           response token is an error).
+Cut rows are reported in one warning.
+
+Config keys (``verl/trainer/config/sft_trainer.yaml``, ``data``): ``prompt_key``,
+``response_key``, ``max_length``, ``truncation``, ``apply_chat_template``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from verl.utils.dataset.rl_dataset import (
+    TRUNCATION_MODES,
+    as_file_list,
+    check_chat,
+    check_text,
+    format_rows,
+    read_parquet,
+    require_config,
+    validate_columns,
+)
+
+
+class SFTDataset(Dataset):
+    """Prompt/response pairs for SFT (see the module docstring).
+
+    Args:
+        files: a parquet path or a list of them.
+        tokenizer: a Hugging Face tokenizer with pad and eos tokens.
+        config: the SFT ``data`` config.
+        max_samples: keep only the first N rows (None = all).
+    """
+
+    def __init__(self, files: Any, tokenizer: Any, config: Any, max_samples: int | None = None) -> None:
+        name = "SFTDataset"
+        self.files = as_file_list(files, name)
+        self.tokenizer = tokenizer
+        self.prompt_key = str(require_config(config, "prompt_key", name))
+        self.response_key = str(require_config(config, "response_key", name))
+        self.max_length = int(require_config(config, "max_length", name))
+        self.truncation = str(require_config(config, "truncation", name))
+        use_template = bool(require_config(config, "apply_chat_template", name))
+        if self.truncation not in TRUNCATION_MODES:
+            raise ValueError(f"{name}: truncation must be one of {TRUNCATION_MODES}, got {self.truncation!r}")
+        if self.max_length < 2:
+            raise ValueError(f"{name}: max_length must be >= 2, got {self.max_length}")
+        if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
+            raise ValueError(f"{name}: the tokenizer needs a pad token and an eos token "
+                             f"(pad={tokenizer.pad_token_id}, eos={tokenizer.eos_token_id})")
+        self.use_chat_template = use_template and getattr(tokenizer, "chat_template", None) is not None
+
+        prompts: list[str] = []
+        responses: list[str] = []
+        self._where: list[tuple[str, int]] = []
+        for path in self.files:
+            if max_samples is not None and len(prompts) >= int(max_samples):
+                break
+            table = read_parquet(path)
+            for key in (self.prompt_key, self.response_key):
+                if key not in table.column_names:
+                    raise KeyError(f"{path}: no column '{key}' (data.prompt_key / data.response_key); "
+                                   f"columns are {table.column_names}")
+            validate_columns(table.select([self.prompt_key, self.response_key]), path)
+            for r, (p, resp) in enumerate(zip(table.column(self.prompt_key).to_pylist(),
+                                              table.column(self.response_key).to_pylist())):
+                if max_samples is not None and len(prompts) >= int(max_samples):
+                    break
+                where = f"{path} row {r}"
+                prompts.append(self._prompt_text(p, f"{where} column '{self.prompt_key}'"))
+                resp = check_text(resp, f"{where} column '{self.response_key}'")
+                if not resp:
+                    raise ValueError(f"{where} column '{self.response_key}': the response is empty")
+                responses.append(resp)
+                self._where.append((path, r))
+        if not prompts:
+            raise ValueError(f"{name}: no rows in {self.files}")
+        p_ids = tokenizer(prompts, add_special_tokens=not self.use_chat_template)["input_ids"]
+        r_ids = tokenizer(responses, add_special_tokens=False)["input_ids"]
+        self._rows = [(list(p), list(r) + [tokenizer.eos_token_id]) for p, r in zip(p_ids, r_ids)]
+        self._apply_truncation()
+
+    def _prompt_text(self, value: Any, where: str) -> str:
+        if isinstance(value, (str, bytes)):
+            chat = [{"role": "user", "content": check_text(value, where)}]
+        else:
+            chat = check_chat(value, where)
+        if self.use_chat_template:
+            return self.tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+        return "\n".join(m["content"] for m in chat)
+
+    def _apply_truncation(self) -> None:
+        long_rows = [i for i, (p, r) in enumerate(self._rows) if len(p) + len(r) > self.max_length]
+        if not long_rows:
+            return
+        listed = format_rows([self._where[i] for i in long_rows])
+        if self.truncation == "error":
+            raise ValueError(f"SFTDataset: rows longer than max_length={self.max_length} tokens at {listed}. "
+                             "Raise data.max_length or set data.truncation=left|right")
+        if self.truncation == "left":
+            bad = [i for i in long_rows if len(self._rows[i][1]) > self.max_length]
+            if bad:
+                raise ValueError(f"SFTDataset: truncation=left cannot keep the whole response within "
+                                 f"max_length={self.max_length} at {format_rows([self._where[i] for i in bad])}")
+            for i in long_rows:
+                p, r = self._rows[i]
+                self._rows[i] = (p[len(p) + len(r) - self.max_length:], r)
+        else:
+            bad = [i for i in long_rows if len(self._rows[i][0]) >= self.max_length]
+            if bad:
+                raise ValueError(f"SFTDataset: truncation=right leaves no response token within "
+                                 f"max_length={self.max_length} at {format_rows([self._where[i] for i in bad])}")
+            for i in long_rows:
+                p, r = self._rows[i]
+                self._rows[i] = (p, r[:self.max_length - len(p)])
+        warnings.warn(f"SFTDataset: {len(long_rows)} rows are longer than max_length={self.max_length} and were cut "
+                      f"on the {self.truncation}: {listed}", stacklevel=3)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"SFTDataset: row {i} out of range for {len(self)} rows")
+        prompt, response = self._rows[i]
+        n_p, n = len(prompt), len(prompt) + len(response)
+        input_ids = torch.full((self.max_length,), self.tokenizer.pad_token_id, dtype=torch.long)
+        input_ids[:n] = torch.tensor(prompt + response, dtype=torch.long)
+        attention_mask = torch.zeros(self.max_length, dtype=torch.long)
+        attention_mask[:n] = 1
+        position_ids = torch.zeros(self.max_length, dtype=torch.long)
+        position_ids[:n] = torch.arange(n, dtype=torch.long)
+        loss_mask = torch.zeros(self.max_length, dtype=torch.long)
+        loss_mask[n_p:n] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids,
+                "loss_mask": loss_mask}
