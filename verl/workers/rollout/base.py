@@ -38,6 +38,21 @@ class SamplingConfig:
     seed: int | None = None
 
 
+def check_sampling(sampling: SamplingConfig) -> None:
+    """Raise ValueError naming the field when ``sampling`` cannot be honoured by an engine."""
+    if sampling.max_new_tokens < 1:
+        raise ValueError(f"SamplingConfig.max_new_tokens must be >= 1, got {sampling.max_new_tokens}")
+    if sampling.do_sample and not sampling.temperature > 0:
+        raise ValueError(
+            f"SamplingConfig.temperature must be > 0 when do_sample=True, got {sampling.temperature}; "
+            "use do_sample=False for greedy decoding"
+        )
+    if not 0.0 < sampling.top_p <= 1.0:
+        raise ValueError(f"SamplingConfig.top_p must be in (0, 1], got {sampling.top_p}")
+    if sampling.top_k == 0 or sampling.top_k < -1:
+        raise ValueError(f"SamplingConfig.top_k must be -1 (off) or >= 1, got {sampling.top_k}")
+
+
 @dataclass
 class GenerationOutput:
     """One generated continuation.
@@ -45,7 +60,9 @@ class GenerationOutput:
     Attributes:
         token_ids: the sampled ids, in order, including the EOS or the token that completed a
             stop string (never re-tokenized text).
-        log_probs: log-prob of each sampled id under the sampling policy (same length).
+        log_probs: log-prob of each sampled id under the distribution it was drawn from (same
+            length): ``log_softmax`` of the logits divided by the temperature, after the top-k /
+            top-p cuts; greedy decoding reports temperature-1 log-probs.
         finish_reason: ``"stop"`` (stop string or stop token), ``"eos"`` or ``"length"``.
     """
 
