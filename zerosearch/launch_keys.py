@@ -1,0 +1,240 @@
+"""The named arguments of the training launchers: each key's default, meaning and validator.
+
+The launchers (``train_grpo.sh``, ``train_ppo.sh``, ``train_reinforce.sh``, ``python -m
+zerosearch.launch``) take ``KEY VALUE`` pairs in any order. This module only describes and checks
+single values; ``zerosearch.launch`` turns the checked values into Hydra overrides.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+AUTO = "auto"
+SEARCH_MODES = ("simulate_sft", "simulate_prompt", "google", "wiki")
+DEVICES = ("cuda", "cpu")
+PROTOCOLS = ("openai", "sglang_native")
+ROLLOUT_ENGINES = ("hf", "vllm")
+LOGGERS = ("console", "jsonl", "wandb", "tensorboard")
+REWARD_METRICS = ("f1", "em", "sub_em")
+
+
+class LaunchArgumentError(ValueError):
+    """A launcher argument is unknown, lacks its value, or has a bad value.
+
+    Attributes:
+        key: the offending key (or option), or None when the error is not about one key.
+    """
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
+
+
+@dataclass(frozen=True)
+class LaunchKey:
+    """One launcher key.
+
+    Attributes:
+        name: the key as typed on the command line (upper case).
+        default: the default as text; None = required; ``"auto"`` = derived, see ``help``.
+        help: what it means and which Hydra key(s) it sets.
+        parse: turns the text into a value; raises ValueError with what was expected.
+        group: heading under which ``--help`` lists it.
+    """
+
+    name: str
+    default: str | None
+    help: str
+    parse: Callable[[str], Any]
+    group: str
+
+
+# ---------------------------------------------------------------------------------------------
+# Validators: text in, value out, ValueError("expected ...") on bad input.
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"expected an integer > 0, got {text!r}") from None
+    if value <= 0:
+        raise ValueError(f"expected an integer > 0, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise ValueError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def frequency(text: str) -> int:
+    """An interval in steps: an integer > 0, or -1 for never."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"expected an integer > 0 or -1 (never), got {text!r}") from None
+    if value == 0 or value < -1:
+        raise ValueError(f"expected an integer > 0 or -1 (never), got {text!r}")
+    return value
+
+
+def port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"expected a TCP port 1..65535, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise ValueError(f"expected a TCP port 1..65535, got {text!r}")
+    return value
+
+
+def probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def choice(*valid: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in valid:
+            raise ValueError(f"expected one of {', '.join(valid)}; got {text!r}")
+        return text
+
+    return parse
+
+
+_HOST = re.compile(r"^[A-Za-z0-9_.\-:\[\]]+$")
+_ENDPOINT = re.compile(r"^(https?://)?[A-Za-z0-9_.\-:\[\]]+/?$")
+
+
+def host_list(text: str) -> str:
+    """One server or a comma-separated list; each entry ``host``, ``host:port`` or ``http://host:port``."""
+    hosts = [h.strip() for h in text.split(",")]
+    if not text.strip() or any(not h or not _ENDPOINT.match(h) for h in hosts):
+        raise ValueError(f"expected host, host:port or http://host:port, or a comma-separated list of them; got {text!r}")
+    return ",".join(hosts)
+
+
+def host(text: str) -> str:
+    if not text or not _HOST.match(text) or "," in text:
+        raise ValueError(f"expected one host name or IP address (no scheme), got {text!r}")
+    return text
+
+
+def non_empty(text: str) -> str:
+    if not text.strip():
+        raise ValueError("expected a non-empty value")
+    return text
+
+
+def model_dir(text: str) -> str:
+    path = os.path.abspath(os.path.expanduser(text))
+    if not os.path.isdir(path):
+        raise ValueError(f"expected a Hugging Face model folder, but {path} is not a folder")
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise ValueError(f"expected a Hugging Face model folder with config.json, none in {path}")
+    return path
+
+
+def data_dir(text: str) -> str:
+    path = os.path.abspath(os.path.expanduser(text))
+    if not os.path.isdir(path):
+        raise ValueError(f"expected a folder with train.parquet and test.parquet, but {path} is not a folder")
+    missing = [f for f in ("train.parquet", "test.parquet") if not os.path.isfile(os.path.join(path, f))]
+    if missing:
+        raise ValueError(f"expected a folder with train.parquet and test.parquet; missing {', '.join(missing)} in {path}")
+    return path
+
+
+def out_dir(text: str) -> str:
+    if not text.strip():
+        raise ValueError("expected a folder path")
+    return os.path.abspath(os.path.expanduser(text))
+
+
+def logger_list(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in LOGGERS]
+    if not names or bad:
+        raise ValueError(f"expected a comma-separated subset of {', '.join(LOGGERS)}; got {text!r}")
+    return list(dict.fromkeys(names))
+
+
+def auto_or(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def wrapped(text: str) -> Any:
+        return AUTO if text == AUTO else parse(text)
+
+    return wrapped
+
+
+def none_or_text(text: str) -> str | None:
+    return None if text.lower() in ("none", "null", "") else text
+
+
+# ---------------------------------------------------------------------------------------------
+# The keys. The first twelve are the positional arguments of the original launch scripts, now
+# named; the rest make a CPU or a multi-node deployment possible without editing a script.
+
+_G_RUN = "run"
+_G_SEARCH = "search"
+_G_SCALE = "batching and scale"
+_G_OPS = "logging, checkpoints, cluster"
+
+KEYS: tuple[LaunchKey, ...] = (
+    LaunchKey("NUM_GPUS_PER_NODE", "1", "GPUs per node (on cpu: worker processes per node) -> trainer.n_gpus_per_node", positive_int, _G_SCALE),
+    LaunchKey("MODEL_PATH", None, "policy model folder (Hugging Face, with config.json) -> actor_rollout_ref.model.path (critic too for ppo)", model_dir, _G_RUN),
+    LaunchKey("DATA_PATH", None, "folder holding train.parquet and test.parquet -> data.train_files, data.val_files", data_dir, _G_RUN),
+    LaunchKey("TOTAL_STEPS", "203", "training steps, also the curriculum horizon -> trainer.total_training_steps", positive_int, _G_RUN),
+    LaunchKey("IP", "127.0.0.1", "simulation server(s): host, host:port or http://host:port, comma-separated for several -> retriever.simulation.host", host_list, _G_SEARCH),
+    LaunchKey("SEARCH_MODE", "simulate_sft", f"search backend in training rollouts ({', '.join(SEARCH_MODES)}) -> retriever.search_mode", choice(*SEARCH_MODES), _G_SEARCH),
+    LaunchKey("SIMULATION_LLM", AUTO, "name of the simulation LLM, recorded in the experiment name only (auto = SIM_MODEL_NAME); the server decides which model answers", non_empty, _G_SEARCH),
+    LaunchKey("START_THRESHOLD", "0", "curriculum p_noisy at step 0, in [0, 1] -> retriever.start_threshold", probability, _G_SEARCH),
+    LaunchKey("END_THRESHOLD", "0.5", "curriculum p_noisy at the last step, in [0, 1] -> retriever.end_threshold", probability, _G_SEARCH),
+    LaunchKey("SEARCH_ENGINE", "wiki", f"search backend in validation ({', '.join(SEARCH_MODES)}; the paper: google) -> retriever.search_engine", choice(*SEARCH_MODES), _G_SEARCH),
+    LaunchKey("MAX_TURNS", "2", "search rounds per trajectory (the paper-era scripts used 2; the July-2025 README example passes 5) -> retriever.max_turns", positive_int, _G_SEARCH),
+    LaunchKey("TOPK", "5", "documents per query -> retriever.topk", positive_int, _G_SEARCH),
+    # Added keys.
+    LaunchKey("DEVICE", AUTO, "cuda or cpu (auto = cuda when torch sees a GPU) -> trainer.device", auto_or(choice(*DEVICES)), _G_RUN),
+    LaunchKey("ROLLOUT_ENGINE", AUTO, "rollout engine hf or vllm (auto = vllm on cuda, hf on cpu) -> actor_rollout_ref.rollout.name", auto_or(choice(*ROLLOUT_ENGINES)), _G_RUN),
+    LaunchKey("PORT", "6001", "simulation server port -> retriever.simulation.port", port, _G_SEARCH),
+    LaunchKey("SIM_MODEL_NAME", "simulation", "model name the simulation server serves (vLLM checks it, sglang ignores it) -> retriever.simulation.model", non_empty, _G_SEARCH),
+    LaunchKey("SIM_PROTOCOL", "openai", f"simulation protocol ({', '.join(PROTOCOLS)}) -> retriever.simulation.protocol", choice(*PROTOCOLS), _G_SEARCH),
+    LaunchKey("RETRIEVER_IP", "127.0.0.1", "host of the local retrieval server (wiki mode) -> retriever.wiki.host", host, _G_SEARCH),
+    LaunchKey("RETRIEVER_PORT", "6002", "port of the local retrieval server -> retriever.wiki.port", port, _G_SEARCH),
+    LaunchKey("MAX_OBS_LENGTH", "2048", "token cap of one <information> observation -> retriever.max_obs_length", positive_int, _G_SEARCH),
+    LaunchKey("REWARD_METRIC", "f1", f"training reward ({', '.join(REWARD_METRICS)}) -> reward.fn_kwargs.metric", choice(*REWARD_METRICS), _G_RUN),
+    LaunchKey("TRAIN_BATCH_SIZE", "64", "prompts per step -> data.train_batch_size", positive_int, _G_SCALE),
+    LaunchKey("N_AGENT", "5", "trajectories per prompt (group size) -> actor_rollout_ref.rollout.n", positive_int, _G_SCALE),
+    LaunchKey("MICRO_BATCH_SIZE", AUTO, "trajectories per forward/backward per device (auto = largest divisor of the per-device mini-batch that is <= 16) -> actor/critic ppo_micro_batch_size_per_gpu", auto_or(positive_int), _G_SCALE),
+    LaunchKey("LOG_PROB_MICRO_BATCH_SIZE", "32", "rows per log-prob forward per device (rollout, ref) -> *.log_prob_micro_batch_size_per_gpu", positive_int, _G_SCALE),
+    LaunchKey("MAX_PROMPT_LENGTH", "2048", "token cap of the initial prompt -> data.max_prompt_length", positive_int, _G_SCALE),
+    LaunchKey("MAX_RESPONSE_LENGTH", "4096", "token cap of the whole response side (all turns and observations) -> data.max_response_length", positive_int, _G_SCALE),
+    LaunchKey("MAX_NEW_TOKENS", "500", "tokens generated per turn -> actor_rollout_ref.rollout.max_new_tokens", positive_int, _G_SCALE),
+    LaunchKey("NNODES", "1", "nodes -> trainer.nnodes", positive_int, _G_SCALE),
+    LaunchKey("RAY_ADDRESS", "none", "existing Ray cluster to join (auto, ray://host:10001, ...; none = start a local one) -> trainer.ray_address", none_or_text, _G_OPS),
+    LaunchKey("SAVE_DIR", "verl_checkpoints", "parent folder of the run folder SAVE_DIR/EXPERIMENT_NAME -> trainer.default_local_dir", out_dir, _G_OPS),
+    LaunchKey("EXPERIMENT_NAME", AUTO, "run name (auto = MODEL_ALGO_SEARCHMODE_SIMLLM_START_END_ENGINE_turns_N) -> trainer.experiment_name", auto_or(non_empty), _G_OPS),
+    LaunchKey("LOGGER", "console,jsonl", f"comma-separated loggers ({', '.join(LOGGERS)}) -> trainer.logger", logger_list, _G_OPS),
+    LaunchKey("SAVE_FREQ", "50", "checkpoint every N steps (-1 = never) -> trainer.save_freq", frequency, _G_OPS),
+    LaunchKey("TEST_FREQ", "-1", "validate every N steps (-1 = never; evaluation is a separate command) -> trainer.test_freq", frequency, _G_OPS),
+    LaunchKey("SEED", "42", "global seed -> trainer.seed", non_negative_int, _G_OPS),
+)
+
+KEYS_BY_NAME: dict[str, LaunchKey] = {k.name: k for k in KEYS}
+
+
+def valid_keys_line() -> str:
+    return "valid keys: " + " ".join(k.name for k in KEYS)
