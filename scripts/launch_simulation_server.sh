@@ -26,7 +26,7 @@ set -euo pipefail
 
 VALID_KEYS="ENGINE HOST PORT TP DP SERVED_MODEL_NAME DTYPE MAX_MODEL_LEN GPU_MEMORY_UTILIZATION WAIT_TIMEOUT LOG_DIR PYTHON"
 die() { echo "launch_simulation_server: error: $*" >&2; exit 2; }
-usage() { sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 if [[ $# -ge 1 && ( "$1" == "-h" || "$1" == "--help" ) ]]; then usage; exit 0; fi
 [[ $# -ge 1 ]] || { usage >&2; exit 2; }

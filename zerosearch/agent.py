@@ -297,6 +297,8 @@ class SearchAgentLoop(AgentLoopBase):
         """
         rows = self._trajectories(batch)
         tool = self._tool(validate) if self.max_turns > 0 else None
+        if tool is not None:
+            tool.pop_metrics()  # drop counts left by a rollout that stopped with an error: they belong to no step
         noise = self._uses_noise(validate)
         p_noisy = 0.0
         if noise:
@@ -472,12 +474,26 @@ class SearchAgentLoop(AgentLoopBase):
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
-        """The curriculum state (step and RNG), so a resumed run continues the same schedule."""
-        return {"curriculum": self._curriculum.state_dict()} if self._curriculum is not None else {}
+        """The curriculum state (step and RNG) and the training tool's state (e.g. the simulator's
+        request counter that its per-request seeds derive from), so a resumed run continues the same
+        schedule and sends the same requests."""
+        state = {"curriculum": self._curriculum.state_dict()} if self._curriculum is not None else {}
+        tool = self._tools["train"]
+        if tool is not None and hasattr(tool, "state_dict"):
+            state["train_tool"] = tool.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         if "curriculum" in state:
             self._get_curriculum().load_state_dict(state["curriculum"])
+        if "train_tool" in state:
+            tool = self._tool(validate=False)
+            if not hasattr(tool, "load_state_dict"):
+                raise ValueError(
+                    f"SearchAgentLoop: the checkpoint holds search-tool state but {tool.describe()} cannot load it "
+                    "(retriever.search_mode changed since the checkpoint?)"
+                )
+            tool.load_state_dict(state["train_tool"])
 
     def close(self) -> None:
         """Close the tools this loop built (injected tools belong to the caller)."""

@@ -110,8 +110,10 @@ def build_trainer(config: DictConfig):
                                         policy_tokens_only=config.reward.policy_tokens_only,
                                         num_examine=config.reward.num_examine)
     agent_loop = import_by_path(config.actor_rollout_ref.rollout.agent_loop)(config, tokenizer)
-    return RayPPOTrainer(config, tokenizer, actor_wg, critic_wg, train_dataset, val_dataset, collate_fn,
-                         train_iterator, reward_manager, agent_loop, total_training_steps=int(total_steps))
+    trainer = RayPPOTrainer(config, tokenizer, actor_wg, critic_wg, train_dataset, val_dataset, collate_fn,
+                            train_iterator, reward_manager, agent_loop, total_training_steps=int(total_steps))
+    trainer.resource_pools = [pool]
+    return trainer
 
 
 def run_ppo(config: DictConfig) -> dict[str, float]:
@@ -127,7 +129,10 @@ def run_ppo(config: DictConfig) -> dict[str, float]:
     np.random.seed(seed)
     torch.manual_seed(seed)
     trainer = build_trainer(config)
-    return trainer.fit()
+    try:
+        return trainer.fit()
+    finally:
+        trainer.shutdown()
 
 
 @hydra.main(config_path="config", config_name="ppo_trainer", version_base="1.3")

@@ -95,6 +95,15 @@ class RayPPOTrainer:
         self.ckpt = CheckpointManager(config.trainer.default_local_dir, config.trainer.max_ckpt_to_keep)
         self.n_devices = int(config.trainer.nnodes) * int(config.trainer.n_gpus_per_node)
         self._gen_time = 0.0
+        self.resource_pools: list = []
+
+    def shutdown(self) -> None:
+        """Stop the worker actors and release their resources (the Ray cluster stays up)."""
+        for wg in (self.actor_rollout_wg, self.critic_wg):
+            if wg is not None:
+                wg.shutdown()
+        for pool in self.resource_pools:
+            pool.remove()
 
     # ------------------------------------------------------------------ rollout plumbing
     def generate(self, prompts: list[list[int]], sampling: SamplingConfig) -> list[GenerationOutput]:
