@@ -1,0 +1,151 @@
+"""Data-parallel wrapping of HF models and the state-dict plumbing around it.
+
+Strategies:
+- ``fsdp``: FSDP2 (``torch.distributed.fsdp.fully_shard``) on every decoder layer and the root.
+  Works on cuda+nccl and, with torch >= 2.13, on cpu+gloo (forward, backward, grad clip,
+  AdamW step, full and sharded state dicts were checked with 2 ranks).
+- ``ddp``: ``DistributedDataParallel`` (replicated weights, all-reduced gradients).
+- ``none``: the bare module; only valid with one process.
+
+Checkpoints of model + optimizer go through ``torch.distributed.checkpoint`` (DCP): every rank
+writes its own ``__<rank>_0.distcp`` file (its shard under FSDP), and the checkpoint can be
+loaded again with the same or another world size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Iterator, Optional
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
+                                                     set_model_state_dict, set_state_dict)
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+logger = logging.getLogger(__name__)
+
+STRATEGIES = ("fsdp", "ddp", "none")
+
+
+def check_strategy(strategy: str, world_size: int) -> str:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if strategy == "none" and world_size > 1:
+        raise ValueError(f"strategy=none cannot synchronise gradients over {world_size} processes; use fsdp or ddp")
+    return strategy
+
+
+def _layer_classes(module: torch.nn.Module) -> set[str]:
+    names = getattr(module, "_no_split_modules", None) or []
+    return set(names)
+
+
+def wrap_model(module: torch.nn.Module, strategy: str, device: str, *, world_size: int, trainable: bool = True,
+               mixed_precision_dtype: Optional[torch.dtype] = None, reshard_after_forward: bool = True,
+               cpu_offload: bool = False) -> torch.nn.Module:
+    """Wrap ``module`` for data-parallel training (or sharded inference when not ``trainable``).
+
+    mixed_precision_dtype: FSDP computes in this dtype and reduces gradients in float32 (cuda).
+    cpu_offload: FSDP keeps parameters, gradients and the optimizer step on the CPU (cuda only;
+    on cpu everything is there already).
+    """
+    check_strategy(strategy, world_size)
+    if strategy == "fsdp":
+        mesh = init_device_mesh(device, (world_size,))
+        mp = (MixedPrecisionPolicy(param_dtype=mixed_precision_dtype, reduce_dtype=torch.float32)
+              if mixed_precision_dtype is not None else MixedPrecisionPolicy())
+        offload = CPUOffloadPolicy() if (cpu_offload and device == "cuda") else OffloadPolicy()
+        kwargs = dict(mesh=mesh, reshard_after_forward=reshard_after_forward, mp_policy=mp, offload_policy=offload)
+        layer_classes = _layer_classes(module)
+        if not layer_classes:
+            raise ValueError(f"{type(module).__name__} names no _no_split_modules; cannot pick FSDP units")
+        n_units = 0
+        for sub in module.modules():
+            if type(sub).__name__ in layer_classes:
+                fully_shard(sub, **kwargs)
+                n_units += 1
+        fully_shard(module, **kwargs)
+        logger.info("FSDP2 over %d ranks on %s: %d layer units + root", world_size, device, n_units)
+        return module
+    module = module.to(device)
+    if strategy == "ddp" and trainable:
+        device_ids = [torch.cuda.current_device()] if device == "cuda" else None
+        return DDP(module, device_ids=device_ids)
+    return module
+
+
+def unwrap_model(module: torch.nn.Module) -> torch.nn.Module:
+    """The HF model inside a DDP wrapper (FSDP2 modules are the model itself)."""
+    return module.module if isinstance(module, DDP) else module
+
+
+def is_fsdp(module: torch.nn.Module) -> bool:
+    return isinstance(module, FSDPModule)
+
+
+def full_state_dict(module: torch.nn.Module, rank0_only: bool = False) -> dict[str, torch.Tensor]:
+    """The full (unsharded) state dict with HF parameter names. Collective under FSDP.
+
+    rank0_only: under FSDP only rank 0 gets the tensors (on cpu) and other ranks get {}; else
+    every rank gets every tensor (on the compute device). Tensors are detached.
+    """
+    if is_fsdp(module):
+        options = StateDictOptions(full_state_dict=True, cpu_offload=rank0_only)
+        return get_model_state_dict(module, options=options)
+    if rank0_only and dist.is_initialized() and dist.get_rank() != 0:
+        return {}
+    return {k: v.detach() for k, v in unwrap_model(module).state_dict().items()}
+
+
+def clip_grad_norm(module: torch.nn.Module, max_norm: float) -> float:
+    """Clip gradients to ``max_norm`` (global norm over all ranks' shards); returns the norm before clipping."""
+    params = [p for p in module.parameters() if p.grad is not None]
+    if not params:
+        return 0.0
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm=max_norm)
+    if hasattr(norm, "full_tensor"):
+        norm = norm.full_tensor()
+    return float(norm)
+
+
+@contextlib.contextmanager
+def gradient_sync(module: torch.nn.Module, sync: bool) -> Iterator[None]:
+    """Under DDP, skip the gradient all-reduce of this backward when ``sync`` is False.
+
+    FSDP2 modules always reduce-scatter each backward, so gradient memory stays sharded during
+    accumulation; the result is the same.
+    """
+    if not sync and isinstance(module, DDP):
+        with module.no_sync():
+            yield
+    else:
+        yield
+
+
+def save_model_optimizer(folder: str, module: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer]) -> None:
+    """Write model (+ optimizer) state with DCP into ``folder`` (one file per rank + .metadata). Collective."""
+    if optimizer is None:
+        state = {"model": get_model_state_dict(module)}
+    else:
+        model_sd, optim_sd = get_state_dict(module, optimizer)
+        state = {"model": model_sd, "optimizer": optim_sd}
+    dcp.save(state, checkpoint_id=folder)
+
+
+def load_model_optimizer(folder: str, module: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer]) -> None:
+    """Load what ``save_model_optimizer`` wrote into ``module`` (+ ``optimizer``). Collective."""
+    if optimizer is None:
+        state = {"model": get_model_state_dict(module)}
+    else:
+        model_sd, optim_sd = get_state_dict(module, optimizer)
+        state = {"model": model_sd, "optimizer": optim_sd}
+    dcp.load(state, checkpoint_id=folder)
+    if optimizer is None:
+        set_model_state_dict(module, state["model"])
+    else:
+        set_state_dict(module, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
