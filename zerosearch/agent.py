@@ -29,7 +29,14 @@ from verl.workers.rollout.base import GenerationOutput, SamplingConfig
 from zerosearch.actions import ANSWER, INVALID, SEARCH, Action, closing_tag, parse_action
 from zerosearch.curriculum import NoiseCurriculum
 from zerosearch.prompts import INVALID_ACTION_MESSAGE, format_observation
-from zerosearch.tools import SearchRequest, SearchResult, SearchTool, build_search_tool, check_failure_rate
+from zerosearch.tools import (
+    SEARCH_MODES,
+    SearchRequest,
+    SearchResult,
+    SearchTool,
+    build_search_tool,
+    check_failure_rate,
+)
 
 # Stand-in for the documents when splitting the observation template into its tag parts.
 _DOCS_SENTINEL = "\x00documents\x00"
@@ -137,6 +144,13 @@ class SearchAgentLoop(AgentLoopBase):
             raise ValueError(
                 f"SearchAgentLoop: retriever.max_failure_rate must be in [0, 1], got {self.max_failure_rate}"
             )
+
+        for key in ("search_mode", "search_engine"):
+            mode = _cfg(self.retriever_cfg, key, "retriever")
+            if mode not in SEARCH_MODES:
+                raise ValueError(
+                    f"SearchAgentLoop: retriever.{key}={mode!r} is not a search mode; valid: {', '.join(SEARCH_MODES)}"
+                )
 
         self.pad_token_id = tokenizer.pad_token_id
         if self.pad_token_id is None:

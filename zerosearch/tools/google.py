@@ -33,6 +33,7 @@ from zerosearch.tools.retry import PermanentError, RetryableError, RetryPolicy, 
 logger = logging.getLogger(__name__)
 
 _NO_RESULTS_MARKER = "hasn't returned any results"
+_ERROR_CHARS = 300
 
 
 class GoogleSearchTool(SearchTool):
@@ -108,6 +109,11 @@ class GoogleSearchTool(SearchTool):
     def _redact(self, text: str) -> str:
         return text.replace(self.__api_key, "***")
 
+    @staticmethod
+    def _full_error(exc: BaseException) -> str:
+        # Uncut: the key must be redacted before a message is shortened, or a cut key escapes.
+        return describe_error(exc, limit=len(str(exc)) + 200)
+
     def _params(self, query: str) -> dict[str, Any]:
         return {"engine": "google", "q": query, "num": self.topk}
 
@@ -152,12 +158,12 @@ class GoogleSearchTool(SearchTool):
             results = self._client.search(self._params(query))
         except serpapi_exceptions.HTTPError as exc:
             status = getattr(exc, "status_code", -1)
-            detail = self._redact(f"HTTP {status}: {getattr(exc, 'error', None) or describe_error(exc)}")
+            detail = self._redact(f"HTTP {status}: {getattr(exc, 'error', None) or self._full_error(exc)}")[:_ERROR_CHARS]
             if status == -1 or status == 429 or status >= 500:
                 raise RetryableError(detail) from None
             raise PermanentError(detail) from None
         except (requests.exceptions.RequestException, serpapi_exceptions.SerpApiError, OSError) as exc:
-            raise RetryableError(self._redact(describe_error(exc))) from None
+            raise RetryableError(self._redact(self._full_error(exc))[:_ERROR_CHARS]) from None
         error = results.get("error")
         organic = results.get("organic_results") or []
         if error and not organic:

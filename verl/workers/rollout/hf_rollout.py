@@ -1,7 +1,9 @@
 """Rollout engine on Hugging Face ``model.generate``.
 
-Works wherever the policy module lives (CPU or GPU, plain, DDP or FSDP): it generates with the
-module it is given (the training module itself, or a plain copy that ``sync_weights`` refreshes).
+Works wherever the policy module lives (CPU or GPU, plain or DDP): it generates with the module
+it is given. With FSDP and more than one rank, give it a plain (unsharded) copy that
+``sync_weights`` refreshes: ranks that generate different numbers of tokens would otherwise
+deadlock in the sharded forward's all-gathers (the FSDP worker does exactly that).
 
 Log-probs. Every returned log-prob is ``log_softmax(processed_logits)[sampled_id]`` where
 ``processed_logits`` is exactly the distribution the token was drawn from: raw logits (float32)
