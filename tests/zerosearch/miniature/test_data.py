@@ -1,0 +1,128 @@
+"""prepare_world: files, parquet schema, shared world tokenizer, and warm-start demonstrations
+built from real BM25 results with observations only in prompts."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pyarrow.parquet as pq
+import pytest
+
+from zerosearch import prompts
+from zerosearch.miniature import data
+from zerosearch.miniature.world import OCCUPATIONS
+
+pytestmark = pytest.mark.slow  # builds a world, two models and a BM25 index (~10 s)
+
+TURN = re.compile(r"^<think> [^<>]+ </think>\n<search> [^<>]+ </search>$")
+ANSWER = re.compile(r"^<think> [^<>]+ </think>\n<answer> ([^<>]+) </answer>$")
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    out = tmp_path_factory.mktemp("world")
+    paths = data.prepare_world(out, seed=5, n_people=40, n_cities=8, n_companies=20, vocab_size=700,
+                               wrong_rate=0.5, topk=3)
+    return out, paths
+
+
+def _jsonl(path):
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def test_files_and_parquet_rows(prepared):
+    out, paths = prepared
+    for key in ("corpus", "train", "test", "world", "train_parquet", "test_parquet", "policy_model",
+                "simulation_model", "warmstart_sft"):
+        assert paths[key].exists(), key
+    assert len(_jsonl(paths["corpus"])) == 40 + 20
+    for split in ("train", "test"):
+        qa = _jsonl(paths[split])
+        rows = pq.read_table(paths[f"{split}_parquet"]).to_pylist()
+        assert [r["id"] for r in rows] == [q["id"] for q in qa]
+        first = rows[0]
+        assert first["prompt"] == [{"role": "user", "content": prompts.make_prefix(qa[0]["question"])}]
+        assert first["reward_model"] == {"style": "rule", "ground_truth": {"target": qa[0]["golden_answers"]}}
+        assert first["extra_info"]["split"] == split
+        assert len({r["uid"] for r in rows}) == len(rows)
+
+
+def test_policy_and_simulation_share_one_world_tokenizer(prepared):
+    from transformers import AutoTokenizer
+
+    _, paths = prepared
+    policy = (paths["policy_model"] / "tokenizer.json").read_bytes()
+    assert policy == (paths["simulation_model"] / "tokenizer.json").read_bytes()
+    tok = AutoTokenizer.from_pretrained(paths["policy_model"])
+    for row in _jsonl(paths["corpus"])[:5]:
+        assert tok.decode(tok.encode(row["text"], add_special_tokens=False)) == row["text"]
+    for tag in ("<search>", "</search>", "<answer>", "</answer>", "<information>", "</information>"):
+        assert len(tok.encode(tag, add_special_tokens=False)) == 1
+
+
+def test_warmstart_demonstrations(prepared):
+    from transformers import AutoTokenizer
+
+    out, paths = prepared
+    rows = pq.read_table(paths["warmstart_sft"]).to_pylist()
+    train = {q["id"]: q for q in _jsonl(paths["train"])}
+    world = json.loads((out / "world.json").read_text())
+    tok = AutoTokenizer.from_pretrained(paths["policy_model"])
+    by_question: dict[str, list[dict]] = {}
+    for r in rows:
+        by_question.setdefault(r["question_id"], []).append(r)
+    assert set(by_question) == set(train)  # every training question demonstrated (no sample cap)
+
+    wrong = 0
+    for qid, turns in by_question.items():
+        q = train[qid]
+        chat = [{"role": "user", "content": prompts.make_prefix(q["question"])}]
+        assert turns[0]["prompt"] == tok.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+        assert [t["turn"] for t in turns] == list(range(1, len(turns) + 1))
+        for prev, nxt in zip(turns, turns[1:]):
+            # Each turn's prompt = previous prompt + previous response + a real observation.
+            assert nxt["prompt"].startswith(prev["prompt"] + prev["response"] + "\n\n<information>Doc 1: (Title: ")
+            assert nxt["prompt"].endswith("</information>\n\n")
+        for t in turns[:-1]:
+            assert t["action"] == "search" and TURN.match(t["response"]), t["response"]
+        last = turns[-1]
+        assert last["action"] == "answer"
+        answer = ANSWER.match(last["response"]).group(1)
+        # Observations never carry loss: they appear only in prompts.
+        assert all("<information>" not in t["response"] for t in turns)
+        gold = q["golden_answers"][0]
+        assert (answer == gold) == last["correct"]
+        if not last["correct"]:
+            wrong += 1
+            pool = world["cities"] if q["kind"] in ("birthplace", "headquarters", "founder_birthplace") else (
+                [p["name"] for p in world["people"]] if q["kind"] == "founder" else OCCUPATIONS)
+            assert answer in pool  # a distractor of the gold answer's type
+            if q["kind"] != "occupation":
+                assert answer in last["prompt"].split("<|im_start|>assistant")[-1]  # ...taken from the documents
+    n = len(by_question)
+    # wrong_rate 0.5: the share of wrong answers is Binomial(n, 0.5); allow 4 standard deviations.
+    assert abs(wrong - n / 2) <= 4 * math.sqrt(n / 4)
+    # Two-hop questions whose founder was retrieved get a second search for the founder.
+    two_hop = [qid for qid in by_question if train[qid]["kind"] == "founder_birthplace"]
+    assert any(len(by_question[qid]) == 3 for qid in two_hop)
+
+
+def test_warmstart_rows_are_seeded(prepared):
+    from transformers import AutoTokenizer
+
+    from zerosearch.miniature.world import build_questions, build_world
+
+    _, paths = prepared
+    tok = AutoTokenizer.from_pretrained(paths["policy_model"])
+    world = build_world(5, n_people=40, n_cities=8, n_companies=20)
+    qs = build_questions(world)[:30]
+    a = data.warmstart_rows(world, qs, tok, data._bm25(world), topk=3, wrong_rate=0.5, seed=1)
+    b = data.warmstart_rows(world, qs, tok, data._bm25(world), topk=3, wrong_rate=0.5, seed=1)
+    assert a == b
+    none_wrong = data.warmstart_rows(world, qs, tok, data._bm25(world), topk=3, wrong_rate=0.0, seed=1)
+    assert all(r["correct"] for r in none_wrong)
+    with pytest.raises(ValueError, match="wrong_rate"):
+        data.warmstart_rows(world, qs, tok, data._bm25(world), wrong_rate=1.5)

@@ -1,0 +1,73 @@
+"""The synthetic world: seeded, held out by entity, and every question answerable from the corpus."""
+
+from __future__ import annotations
+
+import filecmp
+
+import pytest
+
+from zerosearch.miniature import world as w
+
+
+@pytest.fixture(scope="module")
+def small():
+    world = w.build_world(seed=7, n_people=60, n_cities=10, n_companies=30)
+    return world, w.build_questions(world)
+
+
+def test_same_seed_same_world_and_files(tmp_path):
+    a, b = w.build_world(seed=3), w.build_world(seed=3)
+    assert a == b
+    assert w.build_world(seed=4).people != a.people
+    pa = w.write_world(a, w.build_questions(a), str(tmp_path / "a"), seed=3)
+    pb = w.write_world(b, w.build_questions(b), str(tmp_path / "b"), seed=3)
+    for key in ("corpus", "train", "test", "world"):
+        assert filecmp.cmp(pa[key], pb[key], shallow=False), key
+
+
+def test_names_are_unique(small):
+    world, _ = small
+    names = world.cities + [p.name for p in world.people] + [c.name for c in world.companies]
+    assert len(names) == len(set(names))
+
+
+def test_held_out_entities_never_appear_in_training_questions(small):
+    world, questions = small
+    train, test = w.split_questions(questions, test_fraction=0.25, seed=7)
+    assert {q.id for q in train}.isdisjoint({q.id for q in test})
+    assert len(train) + len(test) == len(questions)
+    assert test and train
+    train_entities = {e for q in train for e in q.entities}
+    for q in test:
+        assert set(q.entities) - train_entities, q.id  # each test question involves an unseen entity
+    # Entities mentioned in the test split but not in training are really held out everywhere.
+    held = {e for q in test for e in q.entities} - train_entities
+    assert all(not (set(q.entities) & held) for q in train)
+    # Answers that name a person: the person is part of the question's entities (no leak via answers).
+    for q in train:
+        if q.kind == "founder":
+            assert q.golden_answers[0] in q.entities
+
+
+def test_every_question_is_answerable_from_its_entities_paragraphs(small):
+    world, questions = small
+    text_of = {row["title"]: row["text"] for row in world.paragraphs()}
+    people = {p.name: p for p in world.people}
+    companies = {c.name: c for c in world.companies}
+    assert {q.kind for q in questions} == {"birthplace", "occupation", "founder", "headquarters", "founder_birthplace"}
+    for q in questions:
+        answer = q.golden_answers[0]
+        assert answer in text_of[q.entities[-1]], q.id
+        if q.hops == 2:
+            company = companies[q.entities[0]]
+            # The bridge (the founder) is named in the company's paragraph; the answer is the
+            # founder's birthplace.
+            assert company.founder == q.entities[1] and company.founder in text_of[company.name]
+            assert answer == people[company.founder].birthplace
+    # Hand-checked phrasing of one paragraph of each kind.
+    p = world.people[0]
+    article = "an" if p.occupation[0] in "aeiou" else "a"
+    assert text_of[p.name] == f"{p.name} is {article} {p.occupation} who was born in {p.birthplace} in {p.birth_year}."
+    c = world.companies[0]
+    assert text_of[c.name] == (f"{c.name} is a {c.industry} company founded by {c.founder} in {c.founded_year}. "
+                               f"Its headquarters are in {c.headquarters}.")

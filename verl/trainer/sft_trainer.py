@@ -1,0 +1,225 @@
+"""Supervised fine-tuning on prompt/response pairs (loss on the response only).
+
+    python -m verl.trainer.sft_trainer data.train_files=sft.parquet model.path=MODEL trainer.device=cpu
+
+Writes resumable checkpoints (model, optimizer, scheduler, data position, RNG) under
+``trainer.default_local_dir`` and a Hugging Face folder ``<default_local_dir>/huggingface`` at
+the end, which transformers, vLLM and sglang load as is. The simulation-LLM tuning pipeline
+(zerosearch/simulation_tuning) uses it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from verl.utils.checkpoint import CheckpointManager, load_trainer_state
+from verl.utils.tracking import Tracking
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def _dtype(name: str, key: str) -> torch.dtype:
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if name not in dtypes:
+        raise ValueError(f"{key} must be one of {sorted(dtypes)}, got {name!r}")
+    return dtypes[name]
+
+
+def sft_loss(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Summed next-token cross-entropy over response tokens.
+
+    Args:
+        logits: (B, T, V); input_ids: (B, T); loss_mask: (B, T), 1 on response tokens.
+    Returns:
+        (sum of token losses, number of response tokens that were predicted).
+    """
+    shift_logits = logits[:, :-1].float()
+    targets = input_ids[:, 1:]
+    mask = loss_mask[:, 1:].float()
+    nll = torch.nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), targets.reshape(-1),
+                                            reduction="none").view_as(mask)
+    return (nll * mask).sum(), int(mask.sum().item())
+
+
+class SFTTrainer:
+    """Single-process (CPU or one GPU) SFT with gradient accumulation and resumable checkpoints."""
+
+    def __init__(self, config: DictConfig) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from verl.utils.dataset.sampler import StatefulBatchIterator
+        from verl.utils.dataset.sft_dataset import SFTDataset
+        from verl.utils.optim import build_lr_scheduler, build_optimizer
+
+        self.config = config
+        seed = int(config.trainer.seed)
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        model_path = config.model.path
+        if not os.path.exists(os.path.join(str(model_path), "config.json")):
+            raise FileNotFoundError(f"model.path={model_path!r} is not a Hugging Face model folder (no config.json)")
+        if config.trainer.device not in ("cpu", "cuda"):
+            raise ValueError(f"trainer.device must be cpu or cuda, got {config.trainer.device!r}")
+        if config.trainer.device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("trainer.device=cuda but no CUDA device is visible; use trainer.device=cpu")
+        self.device = torch.device(config.trainer.device)
+        self.tokenizer = AutoTokenizer.from_pretrained(config.model.tokenizer_path or model_path)
+        dtype = _dtype(config.model.dtype, "model.dtype")
+        self.autocast_dtype = None if config.model.autocast_dtype is None else _dtype(config.model.autocast_dtype,
+                                                                                      "model.autocast_dtype")
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype,
+                                                          attn_implementation=config.model.attn_implementation,
+                                                          trust_remote_code=config.model.trust_remote_code).to(self.device)
+        if config.model.enable_gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
+        self.train_ds = SFTDataset(config.data.train_files, self.tokenizer, config.data)
+        self.val_ds = SFTDataset(config.data.val_files, self.tokenizer, config.data) if config.data.val_files else None
+        self.bs = int(config.data.train_batch_size)
+        self.micro = int(config.data.micro_batch_size)
+        if self.bs % self.micro:
+            raise ValueError(f"data.train_batch_size={self.bs} must be a multiple of data.micro_batch_size={self.micro}")
+        if len(self.train_ds) < self.bs:
+            raise ValueError(f"data.train_batch_size={self.bs} exceeds the training set ({len(self.train_ds)} rows)")
+        per_epoch = len(self.train_ds) // self.bs
+        self.total_steps = int(config.trainer.total_training_steps or per_epoch * int(config.trainer.total_epochs))
+        self.iterator = StatefulBatchIterator(len(self.train_ds), self.bs, shuffle=bool(config.data.shuffle), seed=seed,
+                                              drop_last=True)
+        if self.total_steps < 1:
+            raise ValueError(f"trainer.total_training_steps must be >= 1, got {self.total_steps}")
+        optim_cfg = OmegaConf.to_container(config.optim, resolve=True)
+        optim_cfg["total_training_steps"] = self.total_steps
+        self.optimizer = build_optimizer(self.model.parameters(), optim_cfg)
+        self.scheduler = build_lr_scheduler(self.optimizer, optim_cfg)
+        self.ckpt = CheckpointManager(config.trainer.default_local_dir, int(config.trainer.max_ckpt_to_keep))
+        self.step = 0
+
+    def _batch(self, indices: list[int], ds) -> dict[str, torch.Tensor]:
+        """Rows ``indices`` of ``ds`` stacked to (b, L') tensors, L' = the longest row of the batch
+        (rows are right-padded, so the cut columns hold padding only)."""
+        rows = [ds[i] for i in indices]
+        batch = {k: torch.stack([r[k] for r in rows]) for k in ("input_ids", "attention_mask", "position_ids", "loss_mask")}
+        width = max(1, int(batch["attention_mask"].sum(dim=1).max()))
+        return {k: v[:, :width].to(self.device) for k, v in batch.items()}
+
+    def _forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        autocast = (torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+                    if self.autocast_dtype is not None else contextlib.nullcontext())
+        with autocast:
+            out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                             position_ids=batch["position_ids"], use_cache=False)
+        return sft_loss(out.logits, batch["input_ids"], batch["loss_mask"])
+
+    def train_step(self, indices: list[int]) -> dict[str, float]:
+        """One optimizer step over ``indices`` (mean token loss over the whole step's response tokens)."""
+        self.model.train()
+        batches = [self._batch(indices[i:i + self.micro], self.train_ds) for i in range(0, len(indices), self.micro)]
+        n_tokens = sum(int(b["loss_mask"][:, 1:].sum()) for b in batches)
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for b in batches:
+            loss_sum, _ = self._forward(b)
+            (loss_sum / max(n_tokens, 1)).backward()
+            total += loss_sum.item()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(self.config.optim.grad_clip))
+        if torch.isfinite(grad_norm):
+            self.optimizer.step()
+        self.scheduler.step()
+        return {"train/loss": total / max(n_tokens, 1), "train/grad_norm": float(grad_norm),
+                "train/lr": self.scheduler.get_last_lr()[0], "train/tokens": float(n_tokens)}
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        self.model.eval()
+        total, tokens = 0.0, 0
+        for start in range(0, len(self.val_ds), self.micro):
+            loss_sum, n = self._forward(self._batch(list(range(start, min(start + self.micro, len(self.val_ds)))), self.val_ds))
+            total += loss_sum.item()
+            tokens += n
+        return {"val/loss": total / max(tokens, 1)}
+
+    def save(self) -> None:
+        def write(folder: str) -> None:
+            torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                        "scheduler": self.scheduler.state_dict(), "rng": _rng_state()}, os.path.join(folder, "state.pt"))
+
+        self.ckpt.save(self.step, {"global_step": self.step, "iterator": self.iterator.state_dict()}, write)
+
+    def maybe_resume(self) -> None:
+        mode = self.config.trainer.resume_mode
+        path = None
+        if mode == "auto":
+            path = self.ckpt.latest()
+        elif mode == "path":
+            path = self.config.trainer.resume_from_path
+        elif mode != "disable":
+            raise ValueError(f"trainer.resume_mode={mode!r}; valid: auto, disable, path")
+        if not path:
+            return
+        meta = load_trainer_state(path)
+        state = torch.load(os.path.join(path, "state.pt"), map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        self.iterator.load_state_dict(meta["iterator"])
+        self.step = int(meta["global_step"])
+        print(f"[sft] resumed from {path} at step {self.step}", flush=True)
+
+    def export_hf(self, folder: str) -> str:
+        os.makedirs(folder, exist_ok=True)
+        self.model.save_pretrained(folder, safe_serialization=True)
+        self.tokenizer.save_pretrained(folder)
+        return folder
+
+    def fit(self) -> dict[str, float]:
+        cfg = self.config.trainer
+        tracker = Tracking(cfg.project_name, cfg.experiment_name, list(cfg.logger),
+                           config=OmegaConf.to_container(self.config, resolve=True), log_dir=cfg.log_dir)
+        self.maybe_resume()
+        metrics: dict[str, float] = {}
+        try:
+            for _ in tqdm(range(self.step, self.total_steps), desc="sft steps", initial=self.step, total=self.total_steps):
+                self.step += 1
+                metrics = self.train_step(next(self.iterator))
+                last = self.step == self.total_steps
+                if self.val_ds is not None and ((cfg.test_freq > 0 and self.step % cfg.test_freq == 0) or last):
+                    metrics.update(self.validate())
+                if (cfg.save_freq > 0 and self.step % cfg.save_freq == 0) or last:
+                    self.save()
+                tracker.log(metrics, step=self.step)
+        finally:
+            tracker.finish()
+        out = self.export_hf(os.path.join(cfg.default_local_dir, "huggingface"))
+        print(f"[sft] done: {self.step} steps; Hugging Face folder at {out}", flush=True)
+        return metrics
+
+
+def run_sft(config: DictConfig) -> dict[str, float]:
+    OmegaConf.resolve(config)
+    return SFTTrainer(config).fit()
+
+
+@hydra.main(config_path="config", config_name="sft_trainer", version_base="1.3")
+def main(config: DictConfig) -> None:
+    run_sft(config)
+
+
+if __name__ == "__main__":
+    main()

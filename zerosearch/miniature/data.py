@@ -1,0 +1,248 @@
+"""Everything the CPU miniature trains on, built from one seed: the synthetic world's corpus and QA
+files, ZeroSearch parquet files, a tokenizer fitted to the world, the tiny policy and simulation
+models, and the warm-start SFT set of the policy.
+
+Output folder (``prepare_world(out_dir, seed)`` returns these paths by name)::
+
+    corpus.jsonl            one {"id", "title", "text"} paragraph per person and company
+                            (serve it with ``python -m zerosearch.retrieval.server --corpus``)
+    train.jsonl, test.jsonl QA lines {"id", "question", "golden_answers", "data_source", "kind"};
+                            held out by entity (see ``world.split_questions``)
+    world.json              the world itself
+    train.parquet, test.parquet   ZeroSearch rows (scripts/data_process/qa_search.py's builder)
+    models/policy/, models/simulation/   tiny Qwen2 models sharing one tokenizer trained on the
+                            world's text and on every prompt format they will see
+    warmstart_sft.parquet   format demonstrations for a short policy SFT (below)
+
+Warm-start demonstrations. For a seeded sample of training questions the trajectory is written
+from *real* retrieval results (BM25 over the world corpus, in process, ``topk`` documents, the
+observation formatted exactly as the wiki search tool formats it). Each turn is one SFT row whose
+prompt is everything before the turn, so observation tokens are only ever prompt (never loss):
+
+    turn 1  chat prompt                                  -> "<think> ... </think>\\n<search> Q </search>"
+    turn 2  (two-hop only, when the first results name the founder)
+            chat prompt + turn 1 + observation 1         -> "<think> ... </think>\\n<search> Q2 </search>"
+    last    chat prompt + previous turns + observations  -> "<think> ... </think>\\n<answer> X </answer>"
+
+"Not always right": for each question, with probability ``wrong_rate`` X is a distractor of the
+gold answer's type (another city, person or occupation) that appears in the retrieved documents;
+when the documents hold none (an occupation question usually retrieves only its person's
+paragraph), it is another value of that type from the world. The ``correct`` column records which.
+The ``prompt`` column holds the chat-templated text itself, so train it with
+``data.apply_chat_template=false`` (``WARMSTART_SFT_OVERRIDES``).
+
+Command line::
+
+    python -m zerosearch.miniature.data --out DIR [--seed S] [--model-size tiny|small]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+from pathlib import Path
+from typing import Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from scripts.data_process import qa_search
+from zerosearch import prompts, tiny
+from zerosearch.miniature.world import OCCUPATIONS, Question, World, build_questions, build_world, write_world
+from zerosearch.reward import normalize_answer
+from zerosearch.tools.documents import format_documents, format_passage
+
+logger = logging.getLogger(__name__)
+
+# Overrides of verl/trainer/config/sft_trainer.yaml that the warm-start parquet needs.
+WARMSTART_SFT_OVERRIDES = ("data.apply_chat_template=false", "data.prompt_key=prompt", "data.response_key=response")
+
+_CITY_KINDS = ("birthplace", "headquarters", "founder_birthplace")
+
+WARMSTART_SCHEMA = pa.schema([
+    ("prompt", pa.string()),
+    ("response", pa.string()),
+    ("question_id", pa.string()),
+    ("turn", pa.int64()),
+    ("action", pa.string()),
+    ("correct", pa.bool_()),
+])
+
+
+def world_texts(world: World, questions: Sequence[Question], topk: int = 3) -> list[str]:
+    """Tokenizer corpus: paragraphs, questions, answers, the policy prompt with a tagged
+    trajectory per question, and the simulation prompts (both kinds) with ``Doc i:`` lines."""
+    paragraphs = world.paragraphs()
+    texts: list[str] = []
+    for row in paragraphs:
+        texts += [row["title"], row["text"]]
+    by_title = {row["title"]: row for row in paragraphs}
+    for q in questions:
+        answer = q.golden_answers[0]
+        docs = [by_title[e] for e in q.entities]
+        doc_lines = format_documents([format_passage(d["title"], d["text"]) for d in docs])
+        texts += [q.question, answer]
+        texts.append(prompts.make_prefix(q.question) + f"<think> I need to search for {q.entities[0]}. </think>\n"
+                     f"<search> {q.question} </search>" + prompts.format_observation(doc_lines)
+                     + f"<think> I found the answer. </think>\n<answer> {answer} </answer>")
+        for noisy in (False, True):
+            texts.append(prompts.simulate_sft_prompt(q.question, q.question, answer, noisy, topk))
+        texts.append(doc_lines)
+    return texts
+
+
+def _bm25(world: World):
+    from zerosearch.retrieval.bm25 import BM25Retriever
+    from zerosearch.retrieval.corpus import Document
+
+    return BM25Retriever([Document.from_title_text(r["id"], r["title"], r["text"]) for r in world.paragraphs()])
+
+
+def _candidates(world: World, kind: str) -> list[str]:
+    if kind in _CITY_KINDS:
+        return list(world.cities)
+    if kind == "founder":
+        return [p.name for p in world.people]
+    if kind == "occupation":
+        return list(OCCUPATIONS)
+    raise ValueError(f"no answer type known for question kind {kind!r}")
+
+
+def _distractors(world: World, q: Question, seen_text: str) -> list[str]:
+    """Answers of the same type as ``q``'s gold that appear in ``seen_text``, gold excluded."""
+    gold = {normalize_answer(g) for g in q.golden_answers}
+    return sorted(c for c in _candidates(world, q.kind) if c in seen_text and normalize_answer(c) not in gold)
+
+
+def warmstart_rows(world: World, questions: Sequence[Question], tokenizer, retriever, topk: int = 3,
+                   wrong_rate: float = 0.5, seed: int = 0) -> list[dict]:
+    """Warm-start SFT rows for ``questions`` (see the module docstring)."""
+    if not 0.0 <= wrong_rate <= 1.0:
+        raise ValueError(f"wrong_rate must be in [0, 1], got {wrong_rate}")
+    rng = random.Random(seed)
+    founders = {c.name: c.founder for c in world.companies}
+    rows: list[dict] = []
+
+    def search(query: str) -> tuple[str, str]:
+        hits = retriever.search([query], topk)[0]
+        docs = [format_passage(doc.title, doc.text) for doc, _ in hits]
+        return format_documents(docs), " ".join(docs)
+
+    for q in questions:
+        chat = [{"role": "user", "content": prompts.make_prefix(q.question)}]
+        context = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+        turn, seen = 1, ""
+
+        def emit(response: str, action: str, correct: bool = True) -> None:
+            rows.append({"prompt": context, "response": response, "question_id": q.id, "turn": turn,
+                         "action": action, "correct": correct})
+
+        subject = q.entities[0]
+        response = f"<think> I need to search for {subject}. </think>\n<search> {q.question} </search>"
+        emit(response, "search")
+        documents, text = search(q.question)
+        context += response + prompts.format_observation(documents)
+        seen += " " + text
+        turn += 1
+        bridge = founders.get(subject) if q.kind == "founder_birthplace" else None
+        if bridge is not None and bridge in text:
+            follow_up = f"Where was {bridge} born?"
+            response = (f"<think> {subject} was founded by {bridge}. I need to search for {bridge}. </think>\n"
+                        f"<search> {follow_up} </search>")
+            emit(response, "search")
+            documents, text = search(follow_up)
+            context += response + prompts.format_observation(documents)
+            seen += " " + text
+            turn += 1
+        answer, correct = q.golden_answers[0], True
+        if rng.random() < wrong_rate:
+            options = _distractors(world, q, seen) or _distractors(world, q, " ".join(_candidates(world, q.kind)))
+            answer, correct = rng.choice(options), False
+        emit(f"<think> I found the answer. </think>\n<answer> {answer} </answer>", "answer", correct)
+    return rows
+
+
+def _write_warmstart(rows: list[dict], path: Path) -> Path:
+    pq.write_table(pa.Table.from_pylist(rows, schema=WARMSTART_SCHEMA), path)
+    return path
+
+
+def _read_questions(path: Path, questions: Sequence[Question]) -> list[Question]:
+    by_id = {q.id: q for q in questions}
+    with path.open(encoding="utf-8") as f:
+        return [by_id[json.loads(line)["id"]] for line in f if line.strip()]
+
+
+def prepare_world(out_dir: str | Path, seed: int = 0, *, n_people: int = 300, n_cities: int = 40,
+                  n_companies: int = 150, test_fraction: float = 0.2, model_size: str = "tiny",
+                  vocab_size: int | None = 2048, topk: int = 3, wrong_rate: float = 0.5,
+                  warmstart_questions: int | None = None) -> dict[str, Path]:
+    """Write the miniature's data and models into ``out_dir`` (see the module docstring).
+
+    Args:
+        seed: seeds the world, the split, the models' initial weights and the warm-start draws.
+        n_people, n_cities, n_companies, test_fraction: size of the world and the held-out share.
+        model_size: preset of ``zerosearch.tiny`` for both models (``tiny`` is the fastest).
+        vocab_size: BPE vocabulary of the world tokenizer (None: the size preset's default).
+        topk: documents per search in the warm-start demonstrations.
+        wrong_rate: probability that a demonstration answers with a distractor.
+        warmstart_questions: how many training questions get a demonstration (seeded sample;
+            None = all).
+    Returns: paths by name: corpus, train, test, world, train_parquet, test_parquet,
+        policy_model, simulation_model, warmstart_sft.
+    """
+    from transformers import AutoTokenizer
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    world = build_world(seed, n_people=n_people, n_cities=n_cities, n_companies=n_companies)
+    questions = build_questions(world)
+    paths = {k: Path(v) for k, v in write_world(world, questions, str(out), test_fraction, seed).items()}
+    logger.info("world: %d cities, %d people, %d companies, %d questions", len(world.cities), len(world.people),
+                len(world.companies), len(questions))
+
+    splits = qa_search.build_splits([paths["train"]], [paths["test"]], train_split_ratio=1.0, seed=seed)
+    for split in ("train", "test"):
+        paths[f"{split}_parquet"] = qa_search.write_parquet(splits[split], out / f"{split}.parquet")
+        logger.info("%s.parquet: %d rows", split, len(splits[split]))
+
+    texts = world_texts(world, questions, topk)
+    for kind in tiny.KINDS:
+        paths[f"{kind}_model"] = tiny.build_tiny_model(out / "models" / kind, model_size, corpus_texts=texts,
+                                                       seed=seed, vocab_size=vocab_size, kind=kind)
+
+    train_questions = _read_questions(paths["train"], questions)
+    rng = random.Random(seed + 2)
+    if warmstart_questions is not None and warmstart_questions < len(train_questions):
+        train_questions = rng.sample(train_questions, warmstart_questions)
+    tokenizer = AutoTokenizer.from_pretrained(paths["policy_model"])
+    rows = warmstart_rows(world, train_questions, tokenizer, _bm25(world), topk, wrong_rate, seed + 3)
+    paths["warmstart_sft"] = _write_warmstart(rows, out / "warmstart_sft.parquet")
+    answers = [r for r in rows if r["action"] == "answer"]
+    logger.info("warmstart_sft.parquet: %d rows from %d questions, %d answers wrong", len(rows), len(answers),
+                sum(not r["correct"] for r in answers))
+    return paths
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
+    parser = argparse.ArgumentParser(prog="python -m zerosearch.miniature.data", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model-size", choices=sorted(tiny.SIZES), default="tiny")
+    parser.add_argument("--vocab-size", type=int, default=2048)
+    parser.add_argument("--topk", type=int, default=3, help="documents per search in the demonstrations")
+    parser.add_argument("--wrong-rate", type=float, default=0.5, help="share of demonstrations answering a distractor")
+    parser.add_argument("--warmstart-questions", type=int, default=None, help="training questions demonstrated")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    paths = prepare_world(args.out, args.seed, model_size=args.model_size, vocab_size=args.vocab_size,
+                          topk=args.topk, wrong_rate=args.wrong_rate, warmstart_questions=args.warmstart_questions)
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    return paths
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""A synthetic world that no model can know in advance, for the CPU miniature of the paper.
+
+Fictional people, cities and companies with attributes and relations; one Wikipedia-style
+paragraph per entity (the corpus the local retrieval server indexes) and single-hop and two-hop
+questions about them. Everything is a function of the seed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import asdict, dataclass, field
+
+_ONSETS = ["b", "br", "d", "dr", "f", "g", "gr", "k", "kr", "l", "m", "n", "p", "pr", "r", "s", "st", "t",
+           "tr", "v", "z", "th", "sh", "qu"]
+_VOWELS = ["a", "e", "i", "o", "u", "ai", "ou", "ei"]
+_CODAS = ["", "n", "r", "l", "s", "th", "x", "m", "k"]
+OCCUPATIONS = ["painter", "chemist", "sailor", "architect", "poet", "banker", "surgeon", "engineer", "farmer",
+               "composer"]
+INDUSTRIES = ["shipping", "textile", "software", "mining", "brewing", "publishing", "railway", "glass"]
+COMPANY_SUFFIXES = ["Works", "Group", "Labs", "Holdings", "Company", "Industries"]
+
+
+def _syllable(rng: random.Random) -> str:
+    return rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS)
+
+
+def _article(noun: str) -> str:
+    return "an" if noun[0] in "aeiou" else "a"
+
+
+def _word(rng: random.Random, n_syllables: int) -> str:
+    return "".join(_syllable(rng) for _ in range(n_syllables)).capitalize()
+
+
+@dataclass
+class Person:
+    name: str
+    occupation: str
+    birthplace: str
+    birth_year: int
+
+
+@dataclass
+class Company:
+    name: str
+    industry: str
+    founder: str
+    headquarters: str
+    founded_year: int
+
+
+@dataclass
+class Question:
+    id: str
+    question: str
+    golden_answers: list[str]
+    hops: int
+    kind: str
+    entities: list[str] = field(default_factory=list)
+
+
+@dataclass
+class World:
+    cities: list[str]
+    people: list[Person]
+    companies: list[Company]
+
+    def paragraphs(self) -> list[dict]:
+        """One corpus line {"id", "title", "text"} per person and company."""
+        rows = []
+        for p in self.people:
+            rows.append({"id": f"person-{len(rows)}", "title": p.name,
+                         "text": f"{p.name} is {_article(p.occupation)} {p.occupation} who was born in {p.birthplace} "
+                                 f"in {p.birth_year}."})
+        for c in self.companies:
+            rows.append({"id": f"company-{len(rows)}", "title": c.name,
+                         "text": f"{c.name} is a {c.industry} company founded by {c.founder} in {c.founded_year}. "
+                                 f"Its headquarters are in {c.headquarters}."})
+        return rows
+
+
+def build_world(seed: int = 0, n_people: int = 300, n_cities: int = 40, n_companies: int = 150) -> World:
+    """Draw a world: unique names for cities, people and companies; each company has a founder."""
+    rng = random.Random(seed)
+    used: set[str] = set()
+
+    def fresh(make) -> str:
+        for _ in range(1000):
+            name = make()
+            if name not in used:
+                used.add(name)
+                return name
+        raise RuntimeError("could not draw a unique name; lower the entity counts")
+
+    cities = [fresh(lambda: _word(rng, 2)) for _ in range(n_cities)]
+    people = [Person(fresh(lambda: f"{_word(rng, 2)} {_word(rng, 2)}"), rng.choice(OCCUPATIONS), rng.choice(cities),
+                     rng.randint(1900, 1999)) for _ in range(n_people)]
+    founders = rng.sample(people, k=min(n_companies, n_people))
+    companies = [Company(fresh(lambda: f"{_word(rng, 2)} {rng.choice(COMPANY_SUFFIXES)}"), rng.choice(INDUSTRIES),
+                         f.name, rng.choice(cities), rng.randint(1920, 2020)) for f in founders]
+    return World(cities, people, companies)
+
+
+def build_questions(world: World) -> list[Question]:
+    """Single-hop questions about people and companies, and two-hop questions through founders.
+
+    ``entities`` lists every person or company a question is about or answers with (subject
+    first, then the founder for founder and two-hop questions); the train/test split holds out by
+    these. Every answer is written in the paragraph of the last entity listed.
+    """
+    by_name = {p.name: p for p in world.people}
+    qs: list[Question] = []
+    for p in world.people:
+        qs.append(Question(f"birthplace-{p.name}", f"Where was {p.name} born?", [p.birthplace], 1, "birthplace", [p.name]))
+        qs.append(Question(f"occupation-{p.name}", f"What is the occupation of {p.name}?", [p.occupation], 1,
+                           "occupation", [p.name]))
+    for c in world.companies:
+        qs.append(Question(f"founder-{c.name}", f"Who founded {c.name}?", [c.founder], 1, "founder",
+                           [c.name, c.founder]))
+        qs.append(Question(f"headquarters-{c.name}", f"Where are the headquarters of {c.name}?", [c.headquarters], 1,
+                           "headquarters", [c.name]))
+        f = by_name[c.founder]
+        qs.append(Question(f"founder_birthplace-{c.name}", f"Where was the founder of {c.name} born?", [f.birthplace],
+                           2, "founder_birthplace", [c.name, f.name]))
+    return qs
+
+
+def split_questions(questions: list[Question], test_fraction: float, seed: int) -> tuple[list[Question], list[Question]]:
+    """Hold out questions by *entity*: a seeded ``test_fraction`` of the entities is held out; a
+    question that involves a held-out entity (as its subject or as a two-hop bridge) goes to test,
+    every other question to train. So no training question mentions a held-out entity."""
+    if not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    rng = random.Random(seed + 1)
+    entities = sorted({e for q in questions for e in q.entities})
+    rng.shuffle(entities)
+    held = set(entities[: int(len(entities) * test_fraction)])
+    train = [q for q in questions if not (set(q.entities) & held)]
+    test = [q for q in questions if set(q.entities) & held]
+    return train, test
+
+
+def write_world(world: World, questions: list[Question], out_dir: str, test_fraction: float = 0.2,
+                seed: int = 0) -> dict[str, str]:
+    """Write corpus.jsonl, train.jsonl and test.jsonl (QA lines as in data/qa) and world.json."""
+    os.makedirs(out_dir, exist_ok=True)
+    train, test = split_questions(questions, test_fraction, seed)
+    paths = {"corpus": os.path.join(out_dir, "corpus.jsonl"), "train": os.path.join(out_dir, "train.jsonl"),
+             "test": os.path.join(out_dir, "test.jsonl"), "world": os.path.join(out_dir, "world.json")}
+    with open(paths["corpus"], "w", encoding="utf-8") as f:
+        for row in world.paragraphs():
+            f.write(json.dumps(row) + "\n")
+    for split, rows in (("train", train), ("test", test)):
+        with open(paths[split], "w", encoding="utf-8") as f:
+            for q in rows:
+                f.write(json.dumps({"id": q.id, "question": q.question, "golden_answers": q.golden_answers,
+                                    "data_source": f"mini_{q.hops}hop", "kind": q.kind}) + "\n")
+    with open(paths["world"], "w", encoding="utf-8") as f:
+        json.dump({"cities": world.cities, "people": [asdict(p) for p in world.people],
+                   "companies": [asdict(c) for c in world.companies]}, f)
+    return paths
