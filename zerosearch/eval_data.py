@@ -5,7 +5,7 @@ Two kinds of files are accepted, in any mix:
 - parquet in the ZeroSearch / Search-R1 schema (``docs/contracts.md``), read by
   ``verl.utils.dataset.rl_dataset.RLHFDataset`` exactly as the trainer reads its validation set;
 - QA jsonl (``{"id", "question", "golden_answers", "data_source"}`` per line, the format of
-  ``data/qa/*.jsonl``), turned into the same rows by ``scripts/data_process/qa_search.py``
+  ``data/qa/*.jsonl``), turned into the same rows by ``zerosearch/qa_rows.py``
   (``read_qa_jsonl`` + ``make_row`` with split ``test``; ``extra_info.index`` counts the rows of
   each data source over all jsonl files, so uids stay unique).
 
@@ -15,8 +15,6 @@ batches cover every selected row, the last one may be short.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
 import tempfile
 from collections import Counter
@@ -29,11 +27,8 @@ import pyarrow.parquet as pq
 
 from verl.utils.dataset.rl_dataset import RLHFDataset, as_file_list
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 PARQUET_SUFFIXES = (".parquet",)
 JSONL_SUFFIXES = (".jsonl",)
-QA_ROWS_MODULE = "scripts.data_process.qa_search"
-QA_ROWS_FILE = REPO_ROOT / "scripts" / "data_process" / "qa_search.py"
 
 
 @dataclass
@@ -50,16 +45,10 @@ class EvalSet:
 
 
 def qa_rows_module() -> ModuleType:
-    """The QA row builder (``scripts/data_process/qa_search.py``), importable or loaded by path."""
-    try:
-        return importlib.import_module(QA_ROWS_MODULE)
-    except ImportError:
-        if not QA_ROWS_FILE.is_file():
-            raise ImportError(f"cannot import {QA_ROWS_MODULE} and {QA_ROWS_FILE} does not exist") from None
-        spec = importlib.util.spec_from_file_location("zerosearch_qa_search", QA_ROWS_FILE)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
+    """The QA row builder (``zerosearch/qa_rows.py``)."""
+    from zerosearch import qa_rows
+
+    return qa_rows
 
 
 def split_by_kind(files: Sequence[str | os.PathLike]) -> tuple[list[str], list[str]]:

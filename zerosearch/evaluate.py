@@ -14,7 +14,7 @@ It is built from the training stack, so evaluation sees what validation sees:
 
 - the config is ``configs/zerosearch_trainer.yaml`` composed with Hydra (``--override`` takes any
   key of it; the flags above are applied after the overrides and win over them);
-- rows come from ``RLHFDataset`` (jsonl is converted by ``scripts/data_process/qa_search.py``);
+- rows come from ``RLHFDataset`` (jsonl is converted by ``zerosearch/qa_rows.py``);
   every row is evaluated, the last batch may be short (``--limit`` keeps the first N per source);
 - trajectories come from ``zerosearch.agent.SearchAgentLoop`` in validation mode (backend
   ``retriever.search_engine``, decoding ``actor_rollout_ref.rollout.val_kwargs``: greedy unless

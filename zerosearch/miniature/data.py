@@ -9,7 +9,7 @@ Output folder (``prepare_world(out_dir, seed)`` returns these paths by name)::
     train.jsonl, test.jsonl QA lines {"id", "question", "golden_answers", "data_source", "kind"};
                             held out by entity (see ``world.split_questions``)
     world.json              the world itself
-    train.parquet, test.parquet   ZeroSearch rows (scripts/data_process/qa_search.py's builder)
+    train.parquet, test.parquet   ZeroSearch rows (zerosearch/qa_rows.py's builder)
     models/policy/, models/simulation/   tiny Qwen2 models sharing one tokenizer trained on the
                             world's text and on every prompt format they will see
     warmstart_sft.parquet   format demonstrations for a short policy SFT (below)
@@ -48,7 +48,7 @@ from typing import Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from scripts.data_process import qa_search
+from zerosearch import qa_rows as qa_search
 from zerosearch import prompts, tiny
 from zerosearch.miniature.world import OCCUPATIONS, Question, World, build_questions, build_world, write_world
 from zerosearch.reward import normalize_answer
