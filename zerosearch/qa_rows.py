@@ -21,7 +21,6 @@ in a split or in both splits (train/test leakage).
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Sequence
@@ -30,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from zerosearch.jsonl import iter_jsonl
 from zerosearch.prompts import make_prefix, preprocess_question
 
 ABILITY = "fact-reasoning"
@@ -63,29 +63,15 @@ def read_qa_jsonl(path: str | Path) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"QA file {path} does not exist")
     records = []
-    with path.open("rb") as f:
-        for line_no, raw in enumerate(f, 1):
-            where = f"{path}:{line_no}"
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise ValueError(f"{where}: not valid UTF-8 ({e})") from e
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: not valid JSON ({e})") from e
-            if not isinstance(rec, dict):
-                raise ValueError(f"{where}: expected a JSON object, got {type(rec).__name__}")
-            for key in ("id", "question", "data_source"):
-                if not isinstance(rec.get(key), str) or not rec[key].strip():
-                    raise ValueError(f"{where}: '{key}' must be a non-empty string, got {rec.get(key)!r}")
-            golds = rec.get("golden_answers")
-            if not isinstance(golds, list) or not golds or not all(isinstance(g, str) and g.strip() for g in golds):
-                raise ValueError(f"{where}: 'golden_answers' must be a non-empty list of non-empty strings, got {golds!r}")
-            rec["_origin"] = where
-            records.append(rec)
+    for where, rec in iter_jsonl(path):
+        for key in ("id", "question", "data_source"):
+            if not isinstance(rec.get(key), str) or not rec[key].strip():
+                raise ValueError(f"{where}: '{key}' must be a non-empty string, got {rec.get(key)!r}")
+        golds = rec.get("golden_answers")
+        if not isinstance(golds, list) or not golds or not all(isinstance(g, str) and g.strip() for g in golds):
+            raise ValueError(f"{where}: 'golden_answers' must be a non-empty list of non-empty strings, got {golds!r}")
+        rec["_origin"] = where
+        records.append(rec)
     if not records:
         raise ValueError(f"QA file {path} has no rows")
     return records

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from zerosearch import prompts
+from zerosearch.jsonl import iter_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -96,21 +97,12 @@ def _default_data_dir() -> Path:
 def _jsonl_strings(path: Path) -> list[str]:
     """Every string value (and every string inside a list value) of each JSON line."""
     out: list[str] = []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{line_no}: not valid JSON ({e})") from e
-            if not isinstance(obj, dict):
-                raise ValueError(f"{path}:{line_no}: expected a JSON object per line, got {type(obj).__name__}")
-            for value in obj.values():
-                if isinstance(value, str):
-                    out.append(value)
-                elif isinstance(value, list):
-                    out.extend(v for v in value if isinstance(v, str))
+    for _, obj in iter_jsonl(path):
+        for value in obj.values():
+            if isinstance(value, str):
+                out.append(value)
+            elif isinstance(value, list):
+                out.extend(v for v in value if isinstance(v, str))
     return out
 
 

@@ -11,10 +11,11 @@ Every problem is reported with the file name and the 1-based line number.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from typing import Iterable
+
+from zerosearch.jsonl import iter_jsonl
 
 FORMAT_TITLE_TEXT = "title_text"
 FORMAT_CONTENTS = "contents"
@@ -103,31 +104,19 @@ def iter_corpus(path: str | os.PathLike) -> Iterable[Document]:
         raise CorpusError(f"corpus file {name!r} does not exist or is not a file")
     seen: dict[str, int] = {}
     file_format: str | None = None
-    with open(name, "rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            where = f"{name}:{lineno}"
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise CorpusError(f"{where}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CorpusError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-            doc, line_format = parse_line(obj, where)
-            if file_format is None:
-                file_format = line_format
-            elif line_format != file_format:
-                raise CorpusError(
-                    f"{where}: line is in the {line_format!r} format but earlier lines are in the "
-                    f"{file_format!r} format; one file must use one format"
-                )
-            if doc.id in seen:
-                raise CorpusError(f"{where}: duplicate id {doc.id!r} (first seen on line {seen[doc.id]})")
-            seen[doc.id] = lineno
-            yield doc
+    for where, obj in iter_jsonl(name, error=CorpusError):
+        doc, line_format = parse_line(obj, where)
+        if file_format is None:
+            file_format = line_format
+        elif line_format != file_format:
+            raise CorpusError(
+                f"{where}: line is in the {line_format!r} format but earlier lines are in the "
+                f"{file_format!r} format; one file must use one format"
+            )
+        if doc.id in seen:
+            raise CorpusError(f"{where}: duplicate id {doc.id!r} (first seen on line {seen[doc.id]})")
+        seen[doc.id] = int(where.rsplit(":", 1)[1])
+        yield doc
 
 
 def load_corpus(path: str | os.PathLike) -> list[Document]:

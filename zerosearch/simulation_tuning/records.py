@@ -13,27 +13,14 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from zerosearch.jsonl import iter_jsonl
+
 logger = logging.getLogger(__name__)
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """All objects of a jsonl file; an error names the file and line of a bad one."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
-    rows = []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{line_no}: not valid JSON ({exc})") from None
-            if not isinstance(obj, dict):
-                raise ValueError(f"{path}:{line_no}: expected a JSON object, got {type(obj).__name__}")
-            rows.append(obj)
-    return rows
+    return [obj for _, obj in iter_jsonl(path)]
 
 
 def repair_tail(path: str | os.PathLike) -> int:

@@ -69,7 +69,7 @@ def test_blank_lines_skipped_and_line_numbers_kept(tmp_path):
 @pytest.mark.parametrize(
     "lines, pattern",
     [
-        (['{"id": "a", "title": "A", "text": "x"}', "{not json"], r":2: invalid JSON"),
+        (['{"id": "a", "title": "A", "text": "x"}', "{not json"], r":2: not valid JSON"),
         ([{"id": "a", "text": "x"}], r":1: missing key 'title'"),
         ([{"title": "A", "text": "x"}], r":1: missing key 'id'"),
         ([{"id": "a", "title": "A", "text": 3}], r":1: key 'text' must be a string"),
