@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import asdict
 from typing import Any
 
 import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
@@ -108,8 +108,6 @@ class RayPPOTrainer:
     # ------------------------------------------------------------------ rollout plumbing
     def generate(self, prompts: list[list[int]], sampling: SamplingConfig) -> list[GenerationOutput]:
         """Generate for a list of prompts on the rollout workers (the agent loop's ``generate``)."""
-        import time
-
         start = time.perf_counter()
         data = DataProto.from_dict(non_tensors={"prompt_token_ids": object_array([list(p) for p in prompts])},
                                    meta_info={"sampling": asdict(sampling)})
