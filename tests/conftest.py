@@ -19,3 +19,17 @@ _ENV = {
 }
 for _k, _v in _ENV.items():
     os.environ.setdefault(_k, _v)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster (2 CPUs) for the whole session; the trainer reuses it when it is up."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False)
+    yield ray
+    ray.shutdown()

@@ -56,19 +56,15 @@ class EchoWorker(Worker):
 
 
 @pytest.fixture(scope="module")
-def group():
+def group(ray_cluster):
     from verl.single_controller.ray import RayClassWithInitArgs, RayResourcePool, RayWorkerGroup
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(num_cpus=2, include_dashboard=False)
-    try:
-        pool = RayResourcePool([2], use_gpu=False)
-        wg = RayWorkerGroup(pool, RayClassWithInitArgs(EchoWorker, offset=7), device="cpu", call_timeout_s=120)
-        yield wg
-        wg.shutdown()
-        pool.remove()
-    finally:
-        ray.shutdown()
+    pool = RayResourcePool([2], use_gpu=False)
+    wg = RayWorkerGroup(pool, RayClassWithInitArgs(EchoWorker, offset=7), device="cpu", call_timeout_s=120)
+    yield wg
+    wg.shutdown()
+    pool.remove()
 
 
 def test_group_has_ranks_and_environment(group):

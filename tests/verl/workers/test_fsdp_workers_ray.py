@@ -20,22 +20,18 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def worker_group(tiny_model_dir):
+def worker_group(tiny_model_dir, ray_cluster):
     from verl.single_controller.ray import RayClassWithInitArgs, RayResourcePool, RayWorkerGroup
 
     cfg = make_config(tiny_model_dir, "actor_rollout_ref.actor.strategy=fsdp",
                       "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=1")
-    ray.init(num_cpus=2, include_dashboard=False)
-    try:
-        pool = RayResourcePool([2], use_gpu=False)
-        wg = RayWorkerGroup(pool, RayClassWithInitArgs(ray.remote(ActorRolloutRefWorker), config=cfg,
-                                                       role="actor_rollout_ref"), device="cpu", call_timeout_s=300)
-        wg.init_model()
-        yield cfg, wg
-        wg.shutdown()
-        pool.remove()
-    finally:
-        ray.shutdown()
+    pool = RayResourcePool([2], use_gpu=False)
+    wg = RayWorkerGroup(pool, RayClassWithInitArgs(ray.remote(ActorRolloutRefWorker), config=cfg,
+                                                   role="actor_rollout_ref"), device="cpu", call_timeout_s=300)
+    wg.init_model()
+    yield cfg, wg
+    wg.shutdown()
+    pool.remove()
 
 
 def test_two_fsdp_ranks_generate_and_update_like_one_process(worker_group, tiny_model_dir, tmp_path):
