@@ -104,6 +104,18 @@ def _load_training_state(path: str, rank: int, world_size: int, module: torch.nn
     _set_rng_state(extra["rng"])
 
 
+def cpu_threads_per_worker(trainer_cfg: DictConfig) -> int:
+    """Torch threads of one CPU worker: ``trainer.cpu_threads_per_worker``, or the node's cores
+    shared among its worker processes. Ray sets OMP_NUM_THREADS to an actor's CPU reservation
+    (1), which would leave a CPU run on one thread however many cores the node has."""
+    wanted = trainer_cfg.get("cpu_threads_per_worker")
+    if wanted is not None:
+        if int(wanted) < 1:
+            raise ValueError(f"trainer.cpu_threads_per_worker must be >= 1 or null, got {wanted}")
+        return int(wanted)
+    return max(1, (os.cpu_count() or 1) // max(1, int(trainer_cfg.n_gpus_per_node)))
+
+
 def _fsdp_offload(fsdp_cfg: DictConfig) -> bool:
     return bool(fsdp_cfg.get("param_offload", False)) or bool(fsdp_cfg.get("optimizer_offload", False))
 
@@ -116,6 +128,8 @@ class _DistributedWorker(Worker):
         self.config = config
         self.device_name = str(config.trainer.device)
         backend_for_device(self.device_name)  # validates trainer.device
+        if self.device_name == "cpu":
+            torch.set_num_threads(cpu_threads_per_worker(config.trainer))
 
     def _init_distributed(self) -> None:
         info = self.dist_info
