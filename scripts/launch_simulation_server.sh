@@ -99,7 +99,10 @@ case "$ENGINE" in
             export VLLM_CPU_OMP_THREADS_BIND=${VLLM_CPU_OMP_THREADS_BIND:-0-$((NCPU - 1))}
             export VLLM_CPU_NUM_OF_RESERVED_CPU=${VLLM_CPU_NUM_OF_RESERVED_CPU:-0}
             export VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-4}
-            CMD+=(--enforce-eager)
+            # No chunked prefill: vLLM-CPU cannot rewind a seeded request's CPU generator when it
+            # discards the token sampled after a partial prefill ("CPU Generator does not use
+            # offset"), which kills the engine as soon as concurrent seeded requests get chunked.
+            CMD+=(--enforce-eager --no-enable-chunked-prefill)
         fi
         ;;
     hf)
