@@ -38,15 +38,17 @@ STEPS = 4
 REQUESTS_PER_STEP = 8
 DELAY_S = 0.3  # per simulator request: a rollout takes >= 2 rounds x 0.3 s
 # After a step's last simulator reply come the last generation turn, the reward and the log-prob
-# pass (together ~0.2-0.4 s here), then the update (ppo_epochs=6: ~1.2-2.2 s), then the checkpoint.
-UPDATE_OFFSET_S = 0.7
+# pass (together ~0.1-0.4 s), then the update, then the checkpoint. ppo_epochs=30 makes the update
+# last seconds even on an idle machine with every core (ppo_epochs=6 finished inside 0.7 s there).
+PPO_EPOCHS = 30
+UPDATE_OFFSET_S = 0.5
 # Metrics that measure time rather than the computation.
 _VOLATILE = ("timing_s/", "perf/", "search/latency")
 
 
 def overrides(model, data, run_dir, port):
     return tiny_overrides(model, data, str(run_dir), port, steps=STEPS) + [
-        "actor_rollout_ref.actor.ppo_epochs=6", "data.max_response_length=160", "retriever.max_obs_length=48",
+        f"actor_rollout_ref.actor.ppo_epochs={PPO_EPOCHS}", "data.max_response_length=160", "retriever.max_obs_length=48",
         "trainer.max_ckpt_to_keep=2",
     ]
 
