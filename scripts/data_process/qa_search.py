@@ -1,20 +1,8 @@
 """Turn QA jsonl files into ZeroSearch / Search-R1 training and test parquet files.
 
-Input: jsonl files with one ``{"id", "question", "golden_answers", "data_source"}`` object per line
-(the format of ``data/qa/*.jsonl``).
-
-Output: ``OUT/train.parquet`` and ``OUT/test.parquet``, one row per question with the columns
-
-    id, question, golden_answers, data_source,
-    prompt        [{"role": "user", "content": make_prefix(question)}]
-    ability       "fact-reasoning"
-    reward_model  {"style": "rule", "ground_truth": {"target": golden_answers}}
-    extra_info    {"split": "train" | "test", "index": i}
-    uid           "{data_source}-{split}-{index}"
-
-``question`` is stripped and ends with "?". ``index`` counts the rows of one (data_source, split)
-from 0, so ``uid`` is unique; the script checks that, and refuses a question id that appears twice
-in a split or in both splits (train/test leakage).
+Input: QA jsonl files (the format of ``data/qa/*.jsonl``). Output: ``OUT/train.parquet`` and
+``OUT/test.parquet`` in the ZeroSearch / Search-R1 schema; the rows, their ``uid`` and the checks
+against duplicate ids and train/test leakage are described in ``zerosearch/qa_rows.py``.
 
 Splitting: every row of a ``--test`` file goes to test. A ``--train`` file gives a seeded
 ``--train-split-ratio`` share of its rows to train and holds out the rest for test.
