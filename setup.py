@@ -24,7 +24,8 @@ install_requires = [
     "pandas",
     "pyarrow",
     "tqdm",
-    "httpx>=0.27",
+    "aiohttp>=3.9",  # the search tools' and the LLM judge's async HTTP
+    "httpx>=0.27",  # synchronous health checks (retrieval, miniature) and tests
     "openai>=1.40",
     "serpapi",
     "fastapi>=0.110,<0.137",

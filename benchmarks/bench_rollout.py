@@ -10,7 +10,7 @@
     questions, at batch 8, 32 and 128 (``NEW_TOKENS`` sampled tokens per row, no stop strings).
 2c. The default engine's tokens/s ÷ the other's at the default batch (``data.train_batch_size`` x
     ``rollout.n`` of the trainer config). The default engine is the launcher's ``ROLLOUT_ENGINE=auto``
-    (vllm on cuda, hf on cpu).
+    (``zerosearch.launch.auto_rollout_engine``: vllm on cuda; on cpu vllm when vLLM is importable, else hf).
 """
 
 from __future__ import annotations
@@ -41,8 +41,10 @@ SPECS = [
 
 
 def default_engine(device: str) -> str:
-    """What ``ROLLOUT_ENGINE=auto`` picks (zerosearch.launch): vllm on cuda, hf on cpu."""
-    return "vllm" if device == "cuda" else "hf"
+    """What ``ROLLOUT_ENGINE=auto`` picks on ``device``: the launcher's own rule (zerosearch.launch)."""
+    from zerosearch.launch import auto_rollout_engine
+
+    return auto_rollout_engine(device)
 
 
 def trainer_config(overrides: list[str]):

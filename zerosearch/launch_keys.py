@@ -208,7 +208,7 @@ KEYS: tuple[LaunchKey, ...] = (
     LaunchKey("TOPK", "5", "documents per query -> retriever.topk", positive_int, _G_SEARCH),
     # Added keys.
     LaunchKey("DEVICE", AUTO, "cuda or cpu (auto = cuda when torch sees a GPU) -> trainer.device", auto_or(choice(*DEVICES)), _G_RUN),
-    LaunchKey("ROLLOUT_ENGINE", AUTO, "rollout engine hf or vllm (auto = vllm on cuda, hf on cpu) -> actor_rollout_ref.rollout.name", auto_or(choice(*ROLLOUT_ENGINES)), _G_RUN),
+    LaunchKey("ROLLOUT_ENGINE", AUTO, "rollout engine hf or vllm (auto = vllm on cuda; on cpu vllm when vLLM is importable (faster than HF generate, benchmarks row 2b), else hf) -> actor_rollout_ref.rollout.name", auto_or(choice(*ROLLOUT_ENGINES)), _G_RUN),
     LaunchKey("PORT", "6001", "simulation server port -> retriever.simulation.port", port, _G_SEARCH),
     LaunchKey("SIM_MODEL_NAME", "simulation", "model name the simulation server serves (vLLM checks it, sglang ignores it) -> retriever.simulation.model", non_empty, _G_SEARCH),
     LaunchKey("SIM_PROTOCOL", "openai", f"simulation protocol ({', '.join(PROTOCOLS)}) -> retriever.simulation.protocol", choice(*PROTOCOLS), _G_SEARCH),

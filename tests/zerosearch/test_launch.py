@@ -127,10 +127,45 @@ def test_auto_micro_batch_divides_the_per_device_batch(model_dir, data_dir):
     assert plan.settings["MICRO_BATCH_SIZE"] == 7
 
 
+def _vllm_importable(monkeypatch, importable: bool) -> None:
+    """Make ``importlib.util.find_spec("vllm")`` (the auto rule's probe) find vLLM or not."""
+    real = launch.importlib.util.find_spec
+
+    def find_spec(name, *args, **kwargs):
+        if name == "vllm":
+            return real("os") if importable else None  # any spec stands for "importable"
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(launch.importlib.util, "find_spec", find_spec)
+
+
+@pytest.mark.parametrize("importable", [True, False])
+def test_auto_rollout_engine_rule(monkeypatch, importable):
+    _vllm_importable(monkeypatch, importable)
+    assert launch.auto_rollout_engine("cuda") == "vllm"
+    assert launch.auto_rollout_engine("cpu") == ("vllm" if importable else "hf")
+
+
+@pytest.mark.parametrize("importable", [True, False])
+def test_auto_rollout_engine_reaches_the_config(model_dir, data_dir, monkeypatch, importable):
+    _vllm_importable(monkeypatch, importable)
+    cpu = launch.parse_launch_args("grpo", base_args(model_dir, data_dir, device="cpu"))
+    gpu = launch.parse_launch_args("grpo", base_args(model_dir, data_dir, device="cuda"))
+    engine = "vllm" if importable else "hf"
+    assert cpu.settings["ROLLOUT_ENGINE"] == engine and gpu.settings["ROLLOUT_ENGINE"] == "vllm"
+    assert composed(cpu).actor_rollout_ref.rollout.name == engine
+    # vLLM-CPU's thread settings come with the engine, not with the device.
+    assert ("VLLM_CPU_NUM_OF_RESERVED_CPU" in cpu.env) is importable
+    # An explicit value always wins over the rule.
+    explicit = launch.parse_launch_args("grpo", base_args(model_dir, data_dir) + ["ROLLOUT_ENGINE", "hf"])
+    assert explicit.settings["ROLLOUT_ENGINE"] == "hf"
+
+
 def test_device_dependent_defaults(model_dir, data_dir):
     gpu = composed(launch.parse_launch_args("ppo", base_args(model_dir, data_dir, device="cuda")))
     cpu = composed(launch.parse_launch_args("ppo", base_args(model_dir, data_dir, device="cpu")))
-    assert gpu.actor_rollout_ref.rollout.name == "vllm" and cpu.actor_rollout_ref.rollout.name == "hf"
+    assert gpu.actor_rollout_ref.rollout.name == "vllm"
+    assert cpu.actor_rollout_ref.rollout.name == launch.auto_rollout_engine("cpu")
     for cfg, on in ((gpu, True), (cpu, False)):
         assert cfg.actor_rollout_ref.actor.fsdp_config.param_offload is on
         assert cfg.actor_rollout_ref.actor.fsdp_config.optimizer_offload is on
@@ -145,7 +180,7 @@ def test_cpu_vllm_environment_and_caller_env_wins(model_dir, data_dir):
     assert plan.env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0" and plan.env["PYTHONUNBUFFERED"] == "1"
     env = plan.environment({"VLLM_CPU_NUM_OF_RESERVED_CPU": "1", "HOME": "/h"})
     assert env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "1" and env["HOME"] == "/h" and env["PYTHONUNBUFFERED"] == "1"
-    hf = launch.parse_launch_args("grpo", base_args(model_dir, data_dir))
+    hf = launch.parse_launch_args("grpo", base_args(model_dir, data_dir) + ["ROLLOUT_ENGINE", "hf"])
     assert "VLLM_CPU_NUM_OF_RESERVED_CPU" not in hf.env
 
 

@@ -26,13 +26,13 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-import httpx
+import aiohttp
 from tqdm import tqdm
 
 from zerosearch.reward import sub_em
 from zerosearch.simulation_tuning.records import append_jsonl, done_keys, read_jsonl
 from zerosearch.tools.endpoints import derive_seed, parse_endpoints
-from zerosearch.tools.retry import MalformedResponseError, RetryPolicy, call_with_retries, describe_error, raise_for_status
+from zerosearch.tools.retry import MalformedResponseError, RetryPolicy, call_with_retries, describe_error, post_json
 
 logger = logging.getLogger(__name__)
 
@@ -105,9 +105,9 @@ class LLMJudge:
         first = self._sent
         self._sent += len(prompts)
         semaphore = asyncio.Semaphore(self.concurrency)
-        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-        async with httpx.AsyncClient(timeout=httpx.Timeout(self.policy.timeout), limits=limits,
-                                     headers=self.headers) as client:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=self.concurrency),
+                                         timeout=aiohttp.ClientTimeout(total=self.policy.timeout),
+                                         headers=self.headers) as client:
 
             async def one(k: int, prompt: str) -> tuple[str | None, str | None]:
                 number = first + k
@@ -116,11 +116,10 @@ class LLMJudge:
                     base = self.endpoints[(number + i) % len(self.endpoints)]
                     body = {"model": self.model, "messages": [{"role": "user", "content": prompt}],
                             "max_tokens": self.max_tokens, "temperature": 0.0, "seed": derive_seed(self.seed, number)}
-                    response = await client.post(base + "/v1/chat/completions", json=body)
-                    raise_for_status(response)
+                    data = await post_json(client, base + "/v1/chat/completions", body)
                     try:
-                        text = response.json()["choices"][0]["message"]["content"]
-                    except (ValueError, KeyError, IndexError, TypeError) as exc:
+                        text = data["choices"][0]["message"]["content"]
+                    except (KeyError, IndexError, TypeError) as exc:
                         raise MalformedResponseError(f"reply lacks choices[0].message.content ({describe_error(exc)})")
                     if not isinstance(text, str):
                         raise MalformedResponseError(f"reply content is not a string: {text!r:.80}")

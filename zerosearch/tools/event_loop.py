@@ -1,9 +1,10 @@
 """A private asyncio event loop running in a daemon thread.
 
-Search tools keep one pooled ``httpx.AsyncClient`` alive across many calls. Such a client is bound
-to the loop it was first used on, so ``asyncio.run`` per call (a new loop each time) would break it.
-The tool instead runs every coroutine on this one loop: synchronous callers block on the result,
-asynchronous callers on another loop await a wrapped future.
+Search tools keep one pooled ``aiohttp.ClientSession`` alive across many calls. Such a session is
+bound to the loop it was created on (its connector, pooled connections and timers live there), so
+``asyncio.run`` per call (a new loop each time) would break it. The tool instead runs every
+coroutine on this one loop: synchronous callers block on the result, asynchronous callers on
+another loop await a wrapped future.
 """
 
 from __future__ import annotations

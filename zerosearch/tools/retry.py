@@ -5,17 +5,23 @@ seconds. Before retry ``k`` (0-based) the caller sleeps ``backoff * 2**k`` plus 
 uniformly from ``[0, backoff)``. So a query gives up after at most
 ``(max_retries + 1) * timeout + sum_k (backoff * 2**k + backoff)`` seconds, plus any wait for a
 free concurrency slot.
+
+Retryable: timeouts, transport errors (``aiohttp.ClientError``, ``ConnectionError``), HTTP
+408/425/429/5xx and malformed replies. Permanent: any other HTTP 4xx. ``post_json`` is the one
+JSON POST of an attempt over a pooled ``aiohttp.ClientSession``, classified this way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
+import json
 import math
 import random
 from dataclasses import dataclass
-from typing import Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar
 
-import httpx
+import aiohttp
 
 T = TypeVar("T")
 
@@ -35,20 +41,58 @@ class MalformedResponseError(RetryableError):
 _RETRYABLE_STATUS = frozenset({408, 425, 429})
 
 
-def raise_for_status(response: httpx.Response) -> None:
-    """Map an HTTP error status to ``RetryableError`` (408/425/429/5xx) or ``PermanentError``."""
-    if response.is_success:
+def raise_for_status(status: int, url: str, body: str) -> None:
+    """Map an HTTP error ``status`` to ``RetryableError`` (408/425/429/5xx) or ``PermanentError``.
+
+    A 2xx returns. The message names the status, ``url`` and the first 300 characters of ``body``
+    (the reply's text) on one line.
+    """
+    if 200 <= status < 300:
         return
-    body = response.text[:300].replace("\n", " ")
-    message = f"HTTP {response.status_code} from {response.request.url}: {body}"
-    if response.status_code in _RETRYABLE_STATUS or response.status_code >= 500:
+    cut = body[:300].replace("\n", " ")
+    message = f"HTTP {status} from {url}: {cut}"
+    if status in _RETRYABLE_STATUS or status >= 500:
         raise RetryableError(message)
     raise PermanentError(message)
 
 
+def decode_body(raw: bytes, charset: str | None) -> str:
+    """The reply's text: its declared charset (UTF-8 when none or unknown), undecodable bytes replaced."""
+    encoding = "utf-8"
+    if charset:
+        try:
+            encoding = codecs.lookup(charset).name
+        except LookupError:
+            pass
+    return raw.decode(encoding, errors="replace")
+
+
+async def post_json(session: aiohttp.ClientSession, url: str, body: Any) -> Any:
+    """POST ``body`` as JSON to ``url`` and return the parsed JSON reply.
+
+    Raises:
+        RetryableError / PermanentError: an HTTP error status (see ``raise_for_status``).
+        MalformedResponseError: a 2xx reply that is not JSON.
+        aiohttp.ClientError, TimeoutError: transport failures (retryable, see ``is_retryable``).
+    """
+    # No redirects are followed (a 3xx is a permanent error). The body is read inside the block:
+    # leaving it releases the connection to the pool.
+    async with session.post(url, json=body, allow_redirects=False) as response:
+        raw = await response.read()
+        status, charset = response.status, response.charset
+    if not 200 <= status < 300:
+        raise_for_status(status, url, decode_body(raw, charset))
+    try:
+        return json.loads(raw)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
+        raise MalformedResponseError(f"reply is not JSON ({describe_error(exc)})") from None
+
+
 def is_retryable(exc: BaseException) -> bool:
-    """Whether ``exc`` is worth another attempt."""
-    return isinstance(exc, (RetryableError, TimeoutError, httpx.TransportError, ConnectionError))
+    """Whether ``exc`` is worth another attempt (a bad URL is not, though aiohttp files it as a ClientError)."""
+    if isinstance(exc, aiohttp.InvalidURL):
+        return False
+    return isinstance(exc, (RetryableError, TimeoutError, asyncio.TimeoutError, aiohttp.ClientError, ConnectionError))
 
 
 def describe_error(exc: BaseException, limit: int = 300) -> str:
@@ -102,7 +146,7 @@ async def call_with_retries(
                 return await asyncio.wait_for(attempt(i), policy.timeout)
             async with semaphore:
                 return await asyncio.wait_for(attempt(i), policy.timeout)
-        except TimeoutError:
+        except (TimeoutError, asyncio.TimeoutError):  # the same class from Python 3.11 on
             error: BaseException = RetryableError(f"no reply within {policy.timeout:g} s")
         except Exception as exc:  # classified below; never swallowed
             error = exc

@@ -12,10 +12,11 @@ Protocols:
 
 Reply clean-up: blank lines collapse to single newlines; the text from ``Doc {topk+1}`` on is dropped;
 a reply without a ``Doc 1`` line counts as a failed attempt and is retried; the result is stripped.
-All requests of a call go out concurrently through a few pooled ``httpx.AsyncClient`` objects, at most
-``concurrency`` at a time; each has a per-attempt timeout and bounded retries (``retry.py``). A query
-that still fails returns ``NO_INFORMATION`` with ``ok=False``. With several hosts, request ``c``'s
-attempt ``a`` goes to host ``(c + a) % n_hosts``, so retries move on to the next host.
+All requests of a call go out concurrently through one pooled ``aiohttp.ClientSession`` (a
+``TCPConnector`` of ``concurrency`` connections), at most ``concurrency`` at a time; each has a
+per-attempt timeout and bounded retries (``retry.py``). A query that still fails returns
+``NO_INFORMATION`` with ``ok=False``. With several hosts, request ``c``'s attempt ``a`` goes to host
+``(c + a) % n_hosts``, so retries move on to the next host.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import re
 import time
 from typing import Any, Sequence
 
-import httpx
+import aiohttp
 import numpy as np
 
 from zerosearch.prompts import SIMULATION_MODES, build_simulation_prompt
@@ -37,7 +38,7 @@ from zerosearch.tools.retry import (
     RetryPolicy,
     call_with_retries,
     describe_error,
-    raise_for_status,
+    post_json,
 )
 
 PROTOCOLS = ("openai", "sglang_native")
@@ -69,9 +70,6 @@ def _first_answer(golden_answers: Any) -> str | None:
         return str(golden_answers[0])
     return None
 
-
-# Connections per pooled client (see SimulationSearchTool._ensure_clients).
-CONNECTIONS_PER_CLIENT = 16
 
 class SimulationSearchTool(SearchTool):
     """Documents written by a simulation LLM (``simulate_sft`` or ``simulate_prompt`` prompts).
@@ -134,7 +132,7 @@ class SimulationSearchTool(SearchTool):
         self.system_prompt = system_prompt
         self.policy = RetryPolicy(timeout=timeout, max_retries=max_retries, backoff=backoff)
         self._counter = 0
-        self._clients: list[httpx.AsyncClient] = []
+        self._session: aiohttp.ClientSession | None = None
         self._semaphore: asyncio.Semaphore | None = None
 
     def describe(self) -> str:
@@ -195,35 +193,28 @@ class SimulationSearchTool(SearchTool):
             raise MalformedResponseError(f"generated text is not a string: {text!r}")
         return text
 
-    async def _ensure_clients(self) -> tuple[list[httpx.AsyncClient], asyncio.Semaphore]:
-        """Pooled clients of at most CONNECTIONS_PER_CLIENT connections each, and the semaphore that
-        bounds all requests in flight to ``concurrency``. One pool per few connections: httpx's pool
-        scans its connection list on every request, so one pool of hundreds of connections costs
-        client CPU that grows with the square of the concurrency."""
-        if not self._clients:
-            n = -(-self.concurrency // CONNECTIONS_PER_CLIENT)
-            per = -(-self.concurrency // n)
-            limits = httpx.Limits(max_connections=per, max_keepalive_connections=per)
-            self._clients = [httpx.AsyncClient(timeout=httpx.Timeout(self.policy.timeout), limits=limits)
-                             for _ in range(n)]
+    async def _ensure_session(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
+        """The pooled session (one connector of ``concurrency`` connections, created on the tool's
+        loop, which it is bound to) and the semaphore that bounds the requests in flight."""
+        if self._session is None:
+            # trust_env stays False (aiohttp's default): no per-request proxy/netrc look-ups, and
+            # HTTP(S)_PROXY from the environment does not apply to the search servers.
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.concurrency),
+                timeout=aiohttp.ClientTimeout(total=self.policy.timeout),
+            )
             self._semaphore = asyncio.Semaphore(self.concurrency)
         assert self._semaphore is not None
-        return self._clients, self._semaphore
+        return self._session, self._semaphore
 
     async def _one(self, request: SearchRequest, prompt: str, number: int) -> SearchResult:
-        clients, semaphore = await self._ensure_clients()
-        client = clients[number % len(clients)]
+        session, semaphore = await self._ensure_session()
         start = time.monotonic()
 
         async def attempt(i: int) -> str:
             base = self.endpoints[(number + i) % len(self.endpoints)]
             path, body = self._payload(prompt, derive_seed(self.seed, number, i))
-            response = await client.post(base + path, json=body)
-            raise_for_status(response)
-            try:
-                data = response.json()
-            except ValueError as exc:
-                raise MalformedResponseError(f"reply is not JSON ({describe_error(exc)})") from None
+            data = await post_json(session, base + path, body)
             return clean_simulated_documents(self._reply_text(data), self.topk)
 
         rng = random.Random(derive_seed(self.seed, number, "jitter"))
@@ -242,6 +233,6 @@ class SimulationSearchTool(SearchTool):
         return list(await asyncio.gather(*(self._one(r, p, first + k) for k, (r, p) in enumerate(zip(requests, prompts)))))
 
     async def _aclose(self) -> None:
-        clients, self._clients = self._clients, []
-        for client in clients:
-            await client.aclose()
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()

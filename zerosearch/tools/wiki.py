@@ -8,7 +8,8 @@ Reply:
     ``{"title", "text"}``.
 Documents are written ``Doc i: (Title: t) text``. A query with no hits gets ``NO_INFORMATION``
 (ok=True); a chunk that still fails after its retries gives ``NO_INFORMATION`` with ok=False to each
-of its queries.
+of its queries. Chunks go out through one pooled ``aiohttp.ClientSession`` (a ``TCPConnector`` of
+``concurrency`` connections), each attempt with a timeout and bounded retries (``retry.py``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import random
 import time
 from typing import Any, Hashable, Sequence
 
-import httpx
+import aiohttp
 
 from zerosearch.tools.base import NO_INFORMATION, SearchRequest, SearchResult, SearchTool, require_int
 from zerosearch.tools.documents import format_documents, format_passage
@@ -29,7 +30,7 @@ from zerosearch.tools.retry import (
     RetryPolicy,
     call_with_retries,
     describe_error,
-    raise_for_status,
+    post_json,
 )
 
 
@@ -90,7 +91,7 @@ class WikiSearchTool(SearchTool):
         self.policy = RetryPolicy(timeout=timeout, max_retries=max_retries, backoff=backoff)
         self._rng = random.Random(self.seed)
         self._chunks_sent = 0
-        self._client: httpx.AsyncClient | None = None
+        self._session: aiohttp.ClientSession | None = None
         self._semaphore: asyncio.Semaphore | None = None
 
     def describe(self) -> str:
@@ -102,28 +103,29 @@ class WikiSearchTool(SearchTool):
     def cache_key(self, request: SearchRequest) -> Hashable:
         return (self.name, request.query)
 
-    async def _ensure_client(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
-        if self._client is None:
-            limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.policy.timeout), limits=limits)
+    async def _ensure_session(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
+        """The pooled session (created on the tool's loop, which it is bound to) and the semaphore
+        that bounds the chunks in flight."""
+        if self._session is None:
+            # trust_env stays False (aiohttp's default): no per-request proxy/netrc look-ups, and
+            # HTTP(S)_PROXY from the environment does not apply to the search servers.
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.concurrency),
+                timeout=aiohttp.ClientTimeout(total=self.policy.timeout),
+            )
             self._semaphore = asyncio.Semaphore(self.concurrency)
         assert self._semaphore is not None
-        return self._client, self._semaphore
+        return self._session, self._semaphore
 
     async def _chunk(self, queries: list[str], number: int) -> tuple[list[str] | None, str | None, float]:
         """(documents per query, None, latency) or (None, error, latency)."""
-        client, semaphore = await self._ensure_client()
+        session, semaphore = await self._ensure_session()
         start = time.monotonic()
 
         async def attempt(i: int) -> list[str]:
             base = self.endpoints[(number + i) % len(self.endpoints)]
             body = {"queries": queries, "topk": self.topk, "return_scores": False}
-            response = await client.post(base + "/retrieve", json=body)
-            raise_for_status(response)
-            try:
-                data = response.json()
-            except ValueError as exc:
-                raise MalformedResponseError(f"reply is not JSON ({describe_error(exc)})") from None
+            data = await post_json(session, base + "/retrieve", body)
             result = data.get("result") if isinstance(data, dict) else None
             if not isinstance(result, list) or len(result) != len(queries):
                 raise MalformedResponseError(
@@ -160,6 +162,6 @@ class WikiSearchTool(SearchTool):
         return [dataclasses.replace(by_query[r.query]) for r in requests]
 
     async def _aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
