@@ -22,8 +22,10 @@ class SingleTurnAgentLoop(AgentLoopBase):
     section). Rows are already repeated ``n`` times by the trainer. Sampling is not seeded per
     call: the engine's own RNG (seeded by the worker) drives it.
 
-    Output: see ``AgentLoopBase``. The response width R is ``max_new_tokens``, the prompt width P
-    is the input's ``input_ids`` width (or the longest ``raw_prompt_ids`` row, if longer).
+    Output: see ``AgentLoopBase``. The response width R is ``max_new_tokens``; the prompt width P
+    is the longest prompt of the batch, not the dataset's padded ``input_ids`` width
+    (``data.max_prompt_length``): every later forward pass (old and reference log-probs, the
+    update) costs time in proportion to P + R, padding included.
     """
 
     def __init__(self, config: Any, tokenizer: Any, **kwargs: Any) -> None:
@@ -61,8 +63,7 @@ class SingleTurnAgentLoop(AgentLoopBase):
         sampling = self.sampling_config(validate)
         outputs = generate(prompts, sampling)
         _check_outputs(outputs, len(prompts), sampling.max_new_tokens)
-        input_width = batch.batch["input_ids"].shape[1] if "input_ids" in batch.batch else 0
-        prompt_width = max([input_width] + [len(p) for p in prompts])
+        prompt_width = max(len(p) for p in prompts) if prompts else 1
         tensors = assemble_rollout(
             prompt_ids=prompts,
             response_ids=[o.token_ids for o in outputs],

@@ -92,7 +92,7 @@ def test_validation_is_greedy_and_raw_prompt_ids_take_precedence():
     prompts, sampling = generate.calls[0]
     assert prompts == [[40, 41, 42, 43, 44], [50]]
     assert sampling.do_sample is False
-    # P = longest raw prompt (5) > input width (4); R = max_new_tokens
+    # P = longest raw prompt (5), whatever the input width (4); R = max_new_tokens
     assert out.batch["prompts"].tolist() == [[40, 41, 42, 43, 44], [0, 0, 0, 0, 50]]
     assert out.batch["responses"].tolist() == [[1, 0, 0], [0, 0, 0]]
     assert out.batch["attention_mask"].tolist() == [[1, 1, 1, 1, 1, 1, 0, 0], [0, 0, 0, 0, 1, 0, 0, 0]]
@@ -146,3 +146,19 @@ def test_assemble_rollout_with_observations_and_fixed_widths():
 def test_prompts_from_batch_needs_prompts():
     with pytest.raises(KeyError, match="raw_prompt_ids"):
         prompts_from_batch(DataProto.from_dict(non_tensors={"uid": ["a"]}))
+
+
+def test_prompt_width_is_the_longest_prompt_not_the_dataset_padding():
+    """The dataset left-pads to data.max_prompt_length; the rollout keeps only the batch's longest
+    prompt (3 here), so later forward passes do not pay for the dataset's padding."""
+    batch = DataProto.from_dict(
+        tensors={
+            "input_ids": torch.tensor([[PAD, PAD, PAD, 5, 6, 7], [PAD, PAD, PAD, PAD, 8, 9]]),
+            "attention_mask": torch.tensor([[0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 1, 1]]),
+        },
+        non_tensors={"uid": ["a", "b"]},
+    )
+    out = SingleTurnAgentLoop(_config(), TOKENIZER).run(batch, FakeGenerate(OUTPUTS), step=1)
+    assert out.batch["prompts"].tolist() == [[5, 6, 7], [0, 8, 9]]
+    assert out.batch["input_ids"].tolist() == [[5, 6, 7, 21, 22, 0], [0, 8, 9, 31, 32, 33]]
+    assert out.batch["position_ids"].tolist() == [[0, 1, 2, 3, 4, 4], [0, 0, 1, 2, 3, 4]]

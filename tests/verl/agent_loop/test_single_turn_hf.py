@@ -47,7 +47,9 @@ def test_output_rescored_by_a_padded_forward_gives_the_rollout_log_probs(model_a
 
     out = SingleTurnAgentLoop(config, tokenizer).run(batch, generate, step=1)
     b = out.batch
-    assert torch.equal(b["prompts"], enc["input_ids"])
+    # the dataset's padding to 8 is dropped: prompts are left-padded to the longest one (5 tokens)
+    longest = int(enc["attention_mask"].sum(-1).max())
+    assert longest < 8 and torch.equal(b["prompts"], enc["input_ids"][:, -longest:])
     with torch.no_grad():
         logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], position_ids=b["position_ids"]).logits
     width = b["prompts"].shape[1]

@@ -20,6 +20,7 @@ mini-batch).
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections import defaultdict
 from typing import Any, Mapping, Optional
@@ -28,7 +29,7 @@ import torch
 
 from verl.protocol import DataProto
 from verl.trainer.ppo.core_algos import agg_loss, compute_kl_loss, get_policy_loss_fn
-from verl.utils.fsdp_utils import clip_grad_norm, gradient_sync
+from verl.utils.fsdp_utils import clip_grad_norm, gradient_sync, unwrap_model
 from verl.utils.model import pad_input, unpad_input
 from verl.utils.seqlen_balancing import per_rank_mini_batch_size, restore_order, split_micro_batches
 from verl.utils.torch_functional import entropy_from_logits, logprobs_from_logits
@@ -82,6 +83,9 @@ class DataParallelPPOActor:
         self.dp_size = int(dp_size)
         self.use_remove_padding = bool(use_remove_padding)
         self.device = torch.device(device)
+        # Hugging Face causal LMs take ``logits_to_keep`` (the LM head on the last positions only)
+        forward = getattr(unwrap_model(module), "forward", None)
+        self._logits_to_keep = forward is not None and "logits_to_keep" in inspect.signature(forward).parameters
 
     # ------------------------------------------------------------------ forward
     def _forward_micro_batch(self, micro: dict[str, torch.Tensor], temperature: Optional[float],
@@ -100,8 +104,10 @@ class DataParallelPPOActor:
             # meaningless, but those positions are never response-predicting ones.
             labels = torch.roll(packed_ids[0], shifts=-1)
         else:
+            # only the R positions that predict response tokens need the LM head (b x R x V, not b x T x V)
+            keep = {"logits_to_keep": r + 1} if self._logits_to_keep else {}
             logits = self.module(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                 use_cache=False).logits[:, t - r - 1: t - 1]  # (b, R, V)
+                                 use_cache=False, **keep).logits[:, -(r + 1):-1]  # (b, R, V)
             labels = responses
         if temperature is not None:
             logits = logits / temperature
