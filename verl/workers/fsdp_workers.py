@@ -28,6 +28,7 @@ import dataclasses
 import logging
 import os
 import random
+import time
 from typing import Any, Optional
 
 import numpy as np
@@ -330,7 +331,10 @@ class ActorRolloutRefWorker(_DistributedWorker):
         meta = {"temperature": float(self.cfg.rollout.temperature), **data.meta_info}
         data = DataProto(batch=data.batch, non_tensor_batch=data.non_tensor_batch, meta_info=meta)
         metrics = all_reduce_mean(self.actor.update_policy(data), self.device)
+        start = time.perf_counter()
         self._sync_rollout_weights()
+        # part of the driver's timing_s/update_actor; reported on its own (rank 0's clock)
+        metrics["timing_s/weight_sync"] = time.perf_counter() - start
         return DataProto.from_dict(meta_info={"metrics": metrics})
 
     # .................................................................. checkpoints
