@@ -24,10 +24,21 @@ prompt is everything before the turn, so observation tokens are only ever prompt
             chat prompt + turn 1 + observation 1         -> "<think> ... </think>\\n<search> Q2 </search>"
     last    chat prompt + previous turns + observations  -> "<think> ... </think>\\n<answer> X </answer>"
 
-"Not always right": for each question, with probability ``wrong_rate`` X is a distractor of the
-gold answer's type (another city, person or occupation) that appears in the retrieved documents;
-when the documents hold none (an occupation question usually retrieves only its person's
-paragraph), it is another value of that type from the world. The ``correct`` column records which.
+"Not always right", in two ways, so that RL has something to fix:
+
+- with probability ``skip_rate`` the demonstration does not search at all and answers at once
+  with a guess (a value of the gold answer's type drawn from the world, so almost always wrong):
+  one row ``chat prompt -> "<think> I know the answer. </think>\n<answer> G </answer>"``
+  (``action`` ``guess``) replaces the first search row. The rows after that first search are
+  still written (their prompts hold a search and its results, so they teach reading documents,
+  not skipping): only the decision to search is taken away. A policy warmed up on these searches
+  only sometimes; that searching pays is what RL has to discover;
+- otherwise, with probability ``wrong_rate`` X is a distractor of the gold answer's type (another
+  city, person or occupation) that appears in the retrieved documents; when the documents hold
+  none (an occupation question usually retrieves only its person's paragraph), it is another
+  value of that type from the world.
+
+The ``correct`` column records whether the final answer is the gold one.
 The ``prompt`` column holds the chat-templated text itself, so train it with
 ``data.apply_chat_template=false`` (``WARMSTART_SFT_OVERRIDES``).
 
@@ -117,11 +128,13 @@ def _distractors(world: World, q: Question, seen_text: str) -> list[str]:
 
 
 def warmstart_rows(world: World, questions: Sequence[Question], tokenizer, retriever, topk: int = 3,
-                   wrong_rate: float = 0.5, seed: int = 0) -> list[dict]:
+                   wrong_rate: float = 0.5, seed: int = 0, skip_rate: float = 0.0) -> list[dict]:
     """Warm-start SFT rows for ``questions`` (see the module docstring)."""
-    if not 0.0 <= wrong_rate <= 1.0:
-        raise ValueError(f"wrong_rate must be in [0, 1], got {wrong_rate}")
+    for name, rate in (("wrong_rate", wrong_rate), ("skip_rate", skip_rate)):
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {rate}")
     rng = random.Random(seed)
+    skip_rng = random.Random(seed + 1)  # its own stream: skip_rate=0 leaves the other draws as they were
     founders = {c.name: c.founder for c in world.companies}
     rows: list[dict] = []
 
@@ -139,9 +152,15 @@ def warmstart_rows(world: World, questions: Sequence[Question], tokenizer, retri
             rows.append({"prompt": context, "response": response, "question_id": q.id, "turn": turn,
                          "action": action, "correct": correct})
 
+        skip = skip_rate > 0.0 and skip_rng.random() < skip_rate
+        if skip:
+            guess = skip_rng.choice(_candidates(world, q.kind))
+            emit(f"<think> I know the answer. </think>\n<answer> {guess} </answer>", "guess",
+                 normalize_answer(guess) in {normalize_answer(g) for g in q.golden_answers})
         subject = q.entities[0]
         response = f"<think> I need to search for {subject}. </think>\n<search> {q.question} </search>"
-        emit(response, "search")
+        if not skip:
+            emit(response, "search")
         documents, text = search(q.question)
         context += response + prompts.format_observation(documents)
         seen += " " + text
@@ -178,7 +197,7 @@ def _read_questions(path: Path, questions: Sequence[Question]) -> list[Question]
 def prepare_world(out_dir: str | Path, seed: int = 0, *, n_people: int = 300, n_cities: int = 40,
                   n_companies: int = 150, test_fraction: float = 0.2, model_size: str = "tiny",
                   vocab_size: int | None = 2048, topk: int = 3, wrong_rate: float = 0.5,
-                  warmstart_questions: int | None = None) -> dict[str, Path]:
+                  warmstart_questions: int | None = None, skip_rate: float = 0.0) -> dict[str, Path]:
     """Write the miniature's data and models into ``out_dir`` (see the module docstring).
 
     Args:
@@ -187,7 +206,8 @@ def prepare_world(out_dir: str | Path, seed: int = 0, *, n_people: int = 300, n_
         model_size: preset of ``zerosearch.tiny`` for both models (``tiny`` is the fastest).
         vocab_size: BPE vocabulary of the world tokenizer (None: the size preset's default).
         topk: documents per search in the warm-start demonstrations.
-        wrong_rate: probability that a demonstration answers with a distractor.
+        wrong_rate: probability that a searching demonstration answers with a distractor.
+        skip_rate: probability that a demonstration answers at once with a guess, without searching.
         warmstart_questions: how many training questions get a demonstration (seeded sample;
             None = all).
     Returns: paths by name: corpus, train, test, world, train_parquet, test_parquet,
@@ -218,11 +238,12 @@ def prepare_world(out_dir: str | Path, seed: int = 0, *, n_people: int = 300, n_
     if warmstart_questions is not None and warmstart_questions < len(train_questions):
         train_questions = rng.sample(train_questions, warmstart_questions)
     tokenizer = AutoTokenizer.from_pretrained(paths["policy_model"])
-    rows = warmstart_rows(world, train_questions, tokenizer, _bm25(world), topk, wrong_rate, seed + 3)
+    rows = warmstart_rows(world, train_questions, tokenizer, _bm25(world), topk, wrong_rate, seed + 3, skip_rate)
     paths["warmstart_sft"] = _write_warmstart(rows, out / "warmstart_sft.parquet")
-    answers = [r for r in rows if r["action"] == "answer"]
-    logger.info("warmstart_sft.parquet: %d rows from %d questions, %d answers wrong", len(rows), len(answers),
-                sum(not r["correct"] for r in answers))
+    searched = [r for r in rows if r["action"] == "answer"]
+    logger.info("warmstart_sft.parquet: %d rows from %d questions; %d first turns guess without searching; "
+                "%d of %d answers after searching are wrong", len(rows), len({r["question_id"] for r in rows}),
+                sum(r["action"] == "guess" for r in rows), sum(not r["correct"] for r in searched), len(searched))
     return paths
 
 
@@ -233,12 +254,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     parser.add_argument("--model-size", choices=sorted(tiny.SIZES), default="tiny")
     parser.add_argument("--vocab-size", type=int, default=2048)
     parser.add_argument("--topk", type=int, default=3, help="documents per search in the demonstrations")
-    parser.add_argument("--wrong-rate", type=float, default=0.5, help="share of demonstrations answering a distractor")
+    parser.add_argument("--wrong-rate", type=float, default=0.5,
+                        help="share of searching demonstrations that answer a distractor")
+    parser.add_argument("--skip-rate", type=float, default=0.0,
+                        help="share of demonstrations that answer a guess without searching")
     parser.add_argument("--warmstart-questions", type=int, default=None, help="training questions demonstrated")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     paths = prepare_world(args.out, args.seed, model_size=args.model_size, vocab_size=args.vocab_size,
-                          topk=args.topk, wrong_rate=args.wrong_rate, warmstart_questions=args.warmstart_questions)
+                          topk=args.topk, wrong_rate=args.wrong_rate, warmstart_questions=args.warmstart_questions,
+                          skip_rate=args.skip_rate)
     for name, path in paths.items():
         print(f"{name}: {path}")
     return paths

@@ -1,12 +1,17 @@
 """Command line of the simulation-LLM tuning pipeline.
 
     python -m zerosearch.simulation_tuning collect --questions QA.jsonl|.parquet --backend wiki|google \\
-        [--policy scripted|HF_DIR] --out collected.jsonl [--limit N] [--topk K]
+        [--policy scripted|HF_DIR] --out collected.jsonl [--limit N]
     python -m zerosearch.simulation_tuning label --collected collected.jsonl --out labelled.jsonl \\
         [--judge-url http://host:port --judge-model NAME]
-    python -m zerosearch.simulation_tuning build --labelled labelled.jsonl --out sft/ [--topk K]
+    python -m zerosearch.simulation_tuning build --labelled labelled.jsonl --out sft/
     python -m zerosearch.simulation_tuning tune --model HF_DIR --train-file sft/train.parquet --out sim/
     python -m zerosearch.simulation_tuning all --questions ... --backend ... --model HF_DIR --work-dir W
+
+Options before the stage: ``--seed S``, ``--topk K`` (documents per SFT row, and per query when
+collecting) and ``--collect-topk K2`` (documents per query when collecting, when it should be more
+than K: with K = 1 most top results are useful, and the documents ranked below them give the
+noisy rows a balanced set needs).
 
 Every stage is resumable: run the same command again after an interruption. ``all`` writes
 ``W/collected.jsonl``, ``W/labelled.jsonl``, ``W/sft/`` and ``W/model/`` (the tuned model in
@@ -37,7 +42,7 @@ def retriever_config(args: argparse.Namespace):
         raise FileNotFoundError(f"--retriever-config {path} does not exist")
     cfg = OmegaConf.load(path)
     cfg.seed = args.seed
-    cfg.topk = args.topk
+    cfg.topk = args.collect_topk if args.collect_topk is not None else args.topk
     if args.wiki_host is not None:
         cfg.wiki.host = args.wiki_host
     if args.wiki_port is not None:
@@ -141,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Collect, label, build and tune a simulation LLM.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--topk", type=int, default=5, help="documents per query (collected and per SFT row)")
+    parser.add_argument("--collect-topk", type=int, default=None,
+                        help="documents fetched per query when collecting (default --topk); more than --topk "
+                             "gives more noisy documents to build rows of --topk documents from")
     sub = parser.add_subparsers(dest="stage", required=True)
 
     p = sub.add_parser("collect", help="run a policy against a real search backend")

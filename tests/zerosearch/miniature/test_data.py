@@ -126,3 +126,45 @@ def test_warmstart_rows_are_seeded(prepared):
     assert all(r["correct"] for r in none_wrong)
     with pytest.raises(ValueError, match="wrong_rate"):
         data.warmstart_rows(world, qs, tok, data._bm25(world), wrong_rate=1.5)
+
+
+def _assistant_part(prompt: str) -> str:
+    return prompt.split("<|im_start|>assistant")[-1]
+
+
+def test_skip_rate_takes_away_only_the_first_search(prepared):
+    """skip_rate: a seeded share of the questions answers a guess in its first turn instead of
+    searching; the rows after that search are still written, and skip_rate=0 changes nothing."""
+    from transformers import AutoTokenizer
+
+    from zerosearch.miniature.world import build_questions, build_world
+
+    _, paths = prepared
+    tok = AutoTokenizer.from_pretrained(paths["policy_model"])
+    world = build_world(5, n_people=40, n_cities=8, n_companies=20)
+    qs = build_questions(world)
+    retriever = data._bm25(world)
+    plain = data.warmstart_rows(world, qs, tok, retriever, topk=1, wrong_rate=0.3, seed=2)
+    assert plain == data.warmstart_rows(world, qs, tok, retriever, topk=1, wrong_rate=0.3, seed=2, skip_rate=0.0)
+    skipping = data.warmstart_rows(world, qs, tok, retriever, topk=1, wrong_rate=0.3, seed=2, skip_rate=0.6)
+    guesses = [r for r in skipping if r["action"] == "guess"]
+    n = len(qs)
+    # Binomial(n, 0.6) guesses; 4 standard deviations
+    assert abs(len(guesses) - 0.6 * n) <= 4 * math.sqrt(n * 0.6 * 0.4)
+    guessed = {r["question_id"] for r in guesses}
+    kind = {q.id: q.kind for q in qs}
+    for r in guesses:
+        assert r["turn"] == 1 and "<information>" not in _assistant_part(r["prompt"])
+        m = ANSWER.match(r["response"])
+        assert m and r["response"].startswith("<think> I know the answer. </think>")
+        pool = world.cities if kind[r["question_id"]] in ("birthplace", "headquarters", "founder_birthplace") else (
+            [p.name for p in world.people] if kind[r["question_id"]] == "founder" else OCCUPATIONS)
+        assert m.group(1) in pool
+    # a guessed question has no first search row, but keeps every later row of its searched trajectory
+    first_search = {r["question_id"] for r in skipping if r["action"] == "search" and r["turn"] == 1}
+    assert not (first_search & guessed) and first_search | guessed == {q.id for q in qs}
+    later = lambda rows: [(r["question_id"], r["turn"], r["prompt"]) for r in rows if r["turn"] > 1]  # noqa: E731
+    assert later(skipping) == later(plain)
+    assert later(skipping) and all("<information>" in _assistant_part(p) for _, _, p in later(skipping))
+    with pytest.raises(ValueError, match="skip_rate"):
+        data.warmstart_rows(world, qs, tok, retriever, skip_rate=-0.1)

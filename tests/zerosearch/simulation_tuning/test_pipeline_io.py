@@ -153,3 +153,11 @@ def test_cli_all_on_a_small_world_served_by_the_retrieval_server(tmp_path, capsy
     assert any(not torch.equal(tuned[k], base[k]) for k in base)
     printed = capsys.readouterr().out
     assert "launch_simulation_server.sh" in printed and str(hf) in printed
+
+
+def test_collect_topk_sets_the_documents_fetched_not_the_rows():
+    """--collect-topk K2 fetches K2 documents per query when collecting; --topk alone does both."""
+    base = ["collect", "--questions", "q.jsonl", "--backend", "wiki", "--out", "c.jsonl"]
+    assert cli.retriever_config(cli.build_parser().parse_args(["--topk", "1", *base])).topk == 1
+    args = cli.build_parser().parse_args(["--topk", "1", "--collect-topk", "3", *base])
+    assert cli.retriever_config(args).topk == 3 and args.topk == 1
