@@ -141,7 +141,7 @@ class Demo:
         w = self.cfg.world
         cmd = [python(), "-m", "zerosearch.miniature.data", "--out", str(self.work / "world"),
                "--seed", str(self.cfg.seed), "--model-size", str(w.model_size), "--vocab-size", str(w.vocab_size),
-               "--topk", str(self.cfg.topk), "--wrong-rate", str(w.wrong_rate)]
+               "--topk", str(self.cfg.topk), "--wrong-rate", str(w.wrong_rate), "--skip-rate", str(w.skip_rate)]
         if w.warmstart_questions is not None:
             cmd += ["--warmstart-questions", str(w.warmstart_questions)]
         self._run("world", cmd, 900)
@@ -161,7 +161,7 @@ class Demo:
         s = self.cfg.sim_tuning
         work = self.work / "simtune"
         cmd = [python(), "-m", "zerosearch.simulation_tuning", "--seed", str(self.cfg.seed), "--topk",
-               str(self.cfg.topk), "all", "--work-dir", str(work), "--questions",
+               str(self.cfg.topk), "--collect-topk", str(s.collect_topk), "all", "--work-dir", str(work), "--questions",
                str(self.work / "world" / "train.jsonl"), "--backend", "wiki", "--wiki-host", self.host,
                "--wiki-port", str(self.retrieval_port), "--model", str(self.work / "world" / "models" / "simulation"),
                "--device", "cpu", "--autocast-dtype", str(s.autocast_dtype), "--lr", str(s.lr), "--steps", str(s.steps),

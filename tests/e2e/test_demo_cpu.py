@@ -1,9 +1,10 @@
 """The CPU miniature (``python -m zerosearch.demo``) shortened for CI: the same stages, servers and
 launchers, with fewer steps and questions. Checks the output contract (table printed,
 results.json keys, PNG curves, servers stopped), that the RL runs trained and exported their
-policies, and the improvement this shortened run reliably reaches with its fixed seed: the
-warm-start SFT turns the randomly initialised policy into one that searches on every held-out
-question. At this length RL does not lift held-out EM (docs/demo.md), so that is not asserted."""
+policies, and the improvements this shortened run reliably reaches with its fixed seed: both SFT
+stages (simulator tuning, policy warm start) take their models from random weights to a low loss.
+At this length (and at the full length so far, docs/demo.md) RL does not lift held-out EM, so
+that is not asserted."""
 
 import json
 import os
@@ -27,9 +28,12 @@ SHORT = [
     "eval.limit=16",
     "heartbeat_s=30",
 ]
-# Searches per held-out question of the warm start: measured 1.00 after 100 SFT steps and 1.61
-# after 250 (seed 0).
-MIN_WARMSTART_SEARCHES = 0.9
+# Training loss (mean token cross-entropy) of the two SFT stages, first logged step and mean of the
+# last steps. Measured with seed 0: warm start 8.24 at step 1, 0.47-0.93 around step 100;
+# simulator 8.18 at step 1, 1.67-1.96 around step 40.
+FIRST_LOSS_ABOVE = 6.0
+WARMSTART_LAST_LOSS_BELOW = 1.5
+SIMULATOR_LAST_LOSS_BELOW = 2.5
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +70,17 @@ def test_output_contract(demo_run):
     assert not list((out / "logs").glob("simulation_server_*.pid"))
 
 
-def test_warm_start_learns_to_search(demo_run):
+def _losses(path):
+    return [json.loads(line)["train/loss"] for line in path.open() if line.strip()]
+
+
+def test_sft_stages_learn(demo_run):
     out, _ = demo_run
-    results = json.loads((out / "results.json").read_text())
-    assert results["warm_start"]["searches_per_question"] >= MIN_WARMSTART_SEARCHES
+    for losses, below in ((_losses(out / "work" / "warmstart" / "logs" / "metrics.jsonl"), WARMSTART_LAST_LOSS_BELOW),
+                          (_losses(out / "work" / "simtune" / "model" / "logs" / "metrics.jsonl"),
+                           SIMULATOR_LAST_LOSS_BELOW)):
+        last = losses[-5:]
+        assert losses[0] > FIRST_LOSS_ABOVE and sum(last) / len(last) < below, (losses[0], last)
 
 
 def test_rl_runs_trained_and_exported(demo_run):
