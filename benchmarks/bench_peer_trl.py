@@ -41,13 +41,12 @@ SPECS = [
 def cpu_rollout_engine() -> str:
     """The engine a CPU run of ours uses by default (the launcher's ``ROLLOUT_ENGINE auto`` rule),
     with the environment the launcher gives vLLM-CPU."""
-    from zerosearch.launch import auto_rollout_engine
+    from zerosearch.launch import auto_rollout_engine, vllm_cpu_environment
 
     engine = auto_rollout_engine("cpu")
     if engine == "vllm":
-        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{max((os.cpu_count() or 1) - 1, 0)}")
-        os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+        for key, value in {**vllm_cpu_environment(), "VLLM_CPU_KVCACHE_SPACE": "2"}.items():
+            os.environ.setdefault(key, value)
     return engine
 
 

