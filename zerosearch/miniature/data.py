@@ -38,13 +38,24 @@ prompt is everything before the turn, so observation tokens are only ever prompt
   none (an occupation question usually retrieves only its person's paragraph), it is another
   value of that type from the world.
 
+Practice worlds (``practice_worlds`` > 0). The demonstrations of the target world's ~800
+training questions name only ~450 entities, few enough for a 1M-parameter policy to memorise
+them: it then writes a name it has learnt into its query instead of copying the question's
+(measured, docs/demo.md), and a held-out question is searched with the wrong name. So the
+warm start also demonstrates, in the same way, every question of ``practice_worlds`` further
+worlds: drawn with other seeds, with names disjoint from the target world's and from each
+other's, each searched through a BM25 index of its own corpus. Their names are too many to
+memorise, so writing the query means copying the name from the question, and answering means
+reading the document. RL and evaluation use only the target world. The ``world`` column says
+which world a row comes from (0: the target world; i: practice world i).
+
 The ``correct`` column records whether the final answer is the gold one.
 The ``prompt`` column holds the chat-templated text itself, so train it with
 ``data.apply_chat_template=false`` (``WARMSTART_SFT_OVERRIDES``).
 
 Command line::
 
-    python -m zerosearch.miniature.data --out DIR [--seed S] [--model-size tiny|small]
+    python -m zerosearch.miniature.data --out DIR [--seed S] [--model-size tiny|small] [--practice-worlds K]
 """
 
 from __future__ import annotations
@@ -79,7 +90,11 @@ WARMSTART_SCHEMA = pa.schema([
     ("turn", pa.int64()),
     ("action", pa.string()),
     ("correct", pa.bool_()),
+    ("world", pa.int64()),
 ])
+
+# Seed offset between practice worlds (practice world i is drawn with seed + i * PRACTICE_SEED_STRIDE).
+PRACTICE_SEED_STRIDE = 7919
 
 
 def world_texts(world: World, questions: Sequence[Question], topk: int = 3) -> list[str]:
@@ -128,8 +143,9 @@ def _distractors(world: World, q: Question, seen_text: str) -> list[str]:
 
 
 def warmstart_rows(world: World, questions: Sequence[Question], tokenizer, retriever, topk: int = 3,
-                   wrong_rate: float = 0.5, seed: int = 0, skip_rate: float = 0.0) -> list[dict]:
-    """Warm-start SFT rows for ``questions`` (see the module docstring)."""
+                   wrong_rate: float = 0.5, seed: int = 0, skip_rate: float = 0.0, world_index: int = 0) -> list[dict]:
+    """Warm-start SFT rows for ``questions`` (see the module docstring); ``world_index`` fills the
+    ``world`` column."""
     for name, rate in (("wrong_rate", wrong_rate), ("skip_rate", skip_rate)):
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {rate}")
@@ -150,7 +166,7 @@ def warmstart_rows(world: World, questions: Sequence[Question], tokenizer, retri
 
         def emit(response: str, action: str, correct: bool = True) -> None:
             rows.append({"prompt": context, "response": response, "question_id": q.id, "turn": turn,
-                         "action": action, "correct": correct})
+                         "action": action, "correct": correct, "world": world_index})
 
         skip = skip_rate > 0.0 and skip_rng.random() < skip_rate
         if skip:
@@ -197,7 +213,8 @@ def _read_questions(path: Path, questions: Sequence[Question]) -> list[Question]
 def prepare_world(out_dir: str | Path, seed: int = 0, *, n_people: int = 300, n_cities: int = 40,
                   n_companies: int = 150, test_fraction: float = 0.2, model_size: str = "tiny",
                   vocab_size: int | None = 2048, topk: int = 3, wrong_rate: float = 0.5,
-                  warmstart_questions: int | None = None, skip_rate: float = 0.0) -> dict[str, Path]:
+                  warmstart_questions: int | None = None, skip_rate: float = 0.0,
+                  practice_worlds: int = 0) -> dict[str, Path]:
     """Write the miniature's data and models into ``out_dir`` (see the module docstring).
 
     Args:
@@ -210,11 +227,15 @@ def prepare_world(out_dir: str | Path, seed: int = 0, *, n_people: int = 300, n_
         skip_rate: probability that a demonstration answers at once with a guess, without searching.
         warmstart_questions: how many training questions get a demonstration (seeded sample;
             None = all).
+        practice_worlds: further worlds, of the same size and with disjoint names, all of whose
+            questions are demonstrated too (see the module docstring).
     Returns: paths by name: corpus, train, test, world, train_parquet, test_parquet,
         policy_model, simulation_model, warmstart_sft.
     """
     from transformers import AutoTokenizer
 
+    if practice_worlds < 0:
+        raise ValueError(f"practice_worlds must be >= 0, got {practice_worlds}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     world = build_world(seed, n_people=n_people, n_cities=n_cities, n_companies=n_companies)
@@ -228,7 +249,18 @@ def prepare_world(out_dir: str | Path, seed: int = 0, *, n_people: int = 300, n_
         paths[f"{split}_parquet"] = qa_search.write_parquet(splits[split], out / f"{split}.parquet")
         logger.info("%s.parquet: %d rows", split, len(splits[split]))
 
+    practice: list[World] = []
+    used = world.names()
+    for i in range(1, practice_worlds + 1):
+        practice.append(build_world(seed + i * PRACTICE_SEED_STRIDE, n_people=n_people, n_cities=n_cities,
+                                    n_companies=n_companies, exclude=used))
+        used |= practice[-1].names()
+    if practice:
+        logger.info("%d practice worlds for the warm start (names disjoint from the target world's)", len(practice))
+
     texts = world_texts(world, questions, topk)
+    for pw in practice:
+        texts += world_texts(pw, build_questions(pw), topk)
     for kind in tiny.KINDS:
         paths[f"{kind}_model"] = tiny.build_tiny_model(out / "models" / kind, model_size, corpus_texts=texts,
                                                        seed=seed, vocab_size=vocab_size, kind=kind)
@@ -239,6 +271,9 @@ def prepare_world(out_dir: str | Path, seed: int = 0, *, n_people: int = 300, n_
         train_questions = rng.sample(train_questions, warmstart_questions)
     tokenizer = AutoTokenizer.from_pretrained(paths["policy_model"])
     rows = warmstart_rows(world, train_questions, tokenizer, _bm25(world), topk, wrong_rate, seed + 3, skip_rate)
+    for i, pw in enumerate(practice, start=1):
+        rows += warmstart_rows(pw, build_questions(pw), tokenizer, _bm25(pw), topk, wrong_rate,
+                               seed + 3 + i * PRACTICE_SEED_STRIDE, skip_rate, world_index=i)
     paths["warmstart_sft"] = _write_warmstart(rows, out / "warmstart_sft.parquet")
     searched = [r for r in rows if r["action"] == "answer"]
     logger.info("warmstart_sft.parquet: %d rows from %d questions; %d first turns guess without searching; "
@@ -259,11 +294,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     parser.add_argument("--skip-rate", type=float, default=0.0,
                         help="share of demonstrations that answer a guess without searching")
     parser.add_argument("--warmstart-questions", type=int, default=None, help="training questions demonstrated")
+    parser.add_argument("--practice-worlds", type=int, default=0,
+                        help="further worlds with disjoint names whose questions are demonstrated too")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     paths = prepare_world(args.out, args.seed, model_size=args.model_size, vocab_size=args.vocab_size,
                           topk=args.topk, wrong_rate=args.wrong_rate, warmstart_questions=args.warmstart_questions,
-                          skip_rate=args.skip_rate)
+                          skip_rate=args.skip_rate, practice_worlds=args.practice_worlds)
     for name, path in paths.items():
         print(f"{name}: {path}")
     return paths

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 
 _ONSETS = ["b", "br", "d", "dr", "f", "g", "gr", "k", "kr", "l", "m", "n", "p", "pr", "r", "s", "st", "t",
@@ -67,6 +68,10 @@ class World:
     people: list[Person]
     companies: list[Company]
 
+    def names(self) -> set[str]:
+        """Every city, person and company name of the world."""
+        return set(self.cities) | {p.name for p in self.people} | {c.name for c in self.companies}
+
     def paragraphs(self) -> list[dict]:
         """One corpus line {"id", "title", "text"} per person and company."""
         rows = []
@@ -81,10 +86,14 @@ class World:
         return rows
 
 
-def build_world(seed: int = 0, n_people: int = 300, n_cities: int = 40, n_companies: int = 150) -> World:
-    """Draw a world: unique names for cities, people and companies; each company has a founder."""
+def build_world(seed: int = 0, n_people: int = 300, n_cities: int = 40, n_companies: int = 150,
+                exclude: Collection[str] = ()) -> World:
+    """Draw a world: unique names for cities, people and companies; each company has a founder.
+
+    No name is drawn from ``exclude`` (the names of other worlds that must stay disjoint from
+    this one)."""
     rng = random.Random(seed)
-    used: set[str] = set()
+    used: set[str] = set(exclude)
 
     def fresh(make) -> str:
         for _ in range(1000):

@@ -168,3 +168,40 @@ def test_skip_rate_takes_away_only_the_first_search(prepared):
     assert later(skipping) and all("<information>" in _assistant_part(p) for _, _, p in later(skipping))
     with pytest.raises(ValueError, match="skip_rate"):
         data.warmstart_rows(world, qs, tok, retriever, skip_rate=-0.1)
+
+
+def test_practice_worlds_demonstrate_other_names_only(tmp_path):
+    """practice_worlds: every question of each practice world is demonstrated from its own corpus,
+    and no practice row names an entity of the target world (or of another practice world)."""
+    from zerosearch.miniature.world import build_questions
+
+    sizes = dict(n_people=30, n_cities=6, n_companies=12)
+    paths = data.prepare_world(tmp_path, seed=5, vocab_size=700, wrong_rate=0.0, topk=1, practice_worlds=2, **sizes)
+    rows = pq.read_table(paths["warmstart_sft"]).to_pylist()
+    target = json.loads(paths["world"].read_text())
+    target_names = [p["name"] for p in target["people"]] + [c["name"] for c in target["companies"]]
+    train_ids = {q["id"] for q in _jsonl(paths["train"])}
+    by_world: dict[int, list[dict]] = {}
+    for r in rows:
+        by_world.setdefault(r["world"], []).append(r)
+    assert sorted(by_world) == [0, 1, 2]
+    assert {r["question_id"] for r in by_world[0]} == train_ids
+    n_questions = 2 * 30 + 3 * 12  # birthplace + occupation per person; founder, HQ, two-hop per company
+    subjects = {}
+    for i in (1, 2):
+        ids = {r["question_id"] for r in by_world[i]}
+        assert len(ids) == n_questions
+        subjects[i] = {qid.split("-", 1)[1] for qid in ids}
+        for r in by_world[i]:
+            text = r["prompt"] + r["response"]
+            assert not [n for n in target_names if n in text], r["question_id"]
+        # each practice row's first observation comes from its own world's corpus
+        searched = [r for r in by_world[i] if r["action"] == "answer" and r["turn"] == 2]
+        assert searched
+        for r in searched:
+            subject = r["question_id"].split("-", 1)[1]
+            assert f"(Title: {subject})" in r["prompt"], r["question_id"]
+    assert not subjects[1] & subjects[2] and not (subjects[1] | subjects[2]) & set(target_names)
+    assert len(build_questions(data.build_world(5, **sizes))) == n_questions
+    with pytest.raises(ValueError, match="practice_worlds"):
+        data.prepare_world(tmp_path / "bad", seed=5, vocab_size=700, practice_worlds=-1, **sizes)

@@ -71,3 +71,11 @@ def test_every_question_is_answerable_from_its_entities_paragraphs(small):
     c = world.companies[0]
     assert text_of[c.name] == (f"{c.name} is a {c.industry} company founded by {c.founder} in {c.founded_year}. "
                                f"Its headquarters are in {c.headquarters}.")
+
+
+def test_exclude_keeps_a_second_world_disjoint(small):
+    """build_world(exclude=...) never draws a name of another world, even with the same seed."""
+    world, _ = small
+    other = w.build_world(seed=7, n_people=60, n_cities=10, n_companies=30, exclude=world.names())
+    assert world.names().isdisjoint(other.names())
+    assert len(other.names()) == 10 + 60 + 30
