@@ -141,7 +141,8 @@ class Demo:
         w = self.cfg.world
         cmd = [python(), "-m", "zerosearch.miniature.data", "--out", str(self.work / "world"),
                "--seed", str(self.cfg.seed), "--model-size", str(w.model_size), "--vocab-size", str(w.vocab_size),
-               "--topk", str(self.cfg.topk), "--wrong-rate", str(w.wrong_rate), "--skip-rate", str(w.skip_rate)]
+               "--topk", str(self.cfg.topk), "--wrong-rate", str(w.wrong_rate), "--skip-rate", str(w.skip_rate),
+               "--practice-worlds", str(w.practice_worlds)]
         if w.warmstart_questions is not None:
             cmd += ["--warmstart-questions", str(w.warmstart_questions)]
         self._run("world", cmd, 900)

@@ -38,16 +38,14 @@ prompt is everything before the turn, so observation tokens are only ever prompt
   none (an occupation question usually retrieves only its person's paragraph), it is another
   value of that type from the world.
 
-Practice worlds (``practice_worlds`` > 0). The demonstrations of the target world's ~800
-training questions name only ~450 entities, few enough for a 1M-parameter policy to memorise
-them: it then writes a name it has learnt into its query instead of copying the question's
-(measured, docs/demo.md), and a held-out question is searched with the wrong name. So the
-warm start also demonstrates, in the same way, every question of ``practice_worlds`` further
-worlds: drawn with other seeds, with names disjoint from the target world's and from each
-other's, each searched through a BM25 index of its own corpus. Their names are too many to
-memorise, so writing the query means copying the name from the question, and answering means
-reading the document. RL and evaluation use only the target world. The ``world`` column says
-which world a row comes from (0: the target world; i: practice world i).
+Practice worlds (``practice_worlds`` > 0). The warm start also demonstrates, in the same way,
+every question of ``practice_worlds`` further worlds: drawn with other seeds from the same name
+pools (``world.NamePools``: the same cities, first names, last names and company words), with no
+person or company of the target world or of another practice world, each searched through a
+BM25 index of its own corpus. They multiply the combinations of name words the policy sees, so
+writing a query means copying the question's words rather than recalling a memorised name. RL
+and evaluation use only the target world. The ``world`` column says which world a row comes
+from (0: the target world; i: practice world i).
 
 The ``correct`` column records whether the final answer is the gold one.
 The ``prompt`` column holds the chat-templated text itself, so train it with
@@ -72,7 +70,8 @@ import pyarrow.parquet as pq
 
 from zerosearch import qa_rows as qa_search
 from zerosearch import prompts, tiny
-from zerosearch.miniature.world import OCCUPATIONS, Question, World, build_questions, build_world, write_world
+from zerosearch.miniature.world import (OCCUPATIONS, Question, World, build_questions, build_world, draw_name_pools,
+                                        write_world)
 from zerosearch.reward import normalize_answer
 from zerosearch.tools.documents import format_documents, format_passage
 
@@ -250,11 +249,12 @@ def prepare_world(out_dir: str | Path, seed: int = 0, *, n_people: int = 300, n_
         logger.info("%s.parquet: %d rows", split, len(splits[split]))
 
     practice: list[World] = []
-    used = world.names()
+    pools = draw_name_pools(seed, n_cities=n_cities)
+    used = world.entity_names()
     for i in range(1, practice_worlds + 1):
         practice.append(build_world(seed + i * PRACTICE_SEED_STRIDE, n_people=n_people, n_cities=n_cities,
-                                    n_companies=n_companies, exclude=used))
-        used |= practice[-1].names()
+                                    n_companies=n_companies, exclude=used, pools=pools))
+        used |= practice[-1].entity_names()
     if practice:
         logger.info("%d practice worlds for the warm start (names disjoint from the target world's)", len(practice))
 

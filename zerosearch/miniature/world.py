@@ -20,7 +20,8 @@ _CODAS = ["", "n", "r", "l", "s", "th", "x", "m", "k"]
 OCCUPATIONS = ["painter", "chemist", "sailor", "architect", "poet", "banker", "surgeon", "engineer", "farmer",
                "composer"]
 INDUSTRIES = ["shipping", "textile", "software", "mining", "brewing", "publishing", "railway", "glass"]
-COMPANY_SUFFIXES = ["Works", "Group", "Labs", "Holdings", "Company", "Industries"]
+COMPANY_SUFFIXES = ["Works", "Group", "Labs", "Holdings", "Company", "Industries", "Partners", "Systems", "Trading",
+                    "Foundry", "Mills", "Brothers"]
 
 
 def _syllable(rng: random.Random) -> str:
@@ -68,9 +69,9 @@ class World:
     people: list[Person]
     companies: list[Company]
 
-    def names(self) -> set[str]:
-        """Every city, person and company name of the world."""
-        return set(self.cities) | {p.name for p in self.people} | {c.name for c in self.companies}
+    def entity_names(self) -> set[str]:
+        """The name of every person and company (the entities with a paragraph)."""
+        return {p.name for p in self.people} | {c.name for c in self.companies}
 
     def paragraphs(self) -> list[dict]:
         """One corpus line {"id", "title", "text"} per person and company."""
@@ -86,29 +87,65 @@ class World:
         return rows
 
 
-def build_world(seed: int = 0, n_people: int = 300, n_cities: int = 40, n_companies: int = 150,
-                exclude: Collection[str] = ()) -> World:
-    """Draw a world: unique names for cities, people and companies; each company has a founder.
+@dataclass(frozen=True)
+class NamePools:
+    """The words names are made of. A person is a first name and a last name, a company a company
+    word and a suffix. So a held-out person's name is a new *combination* of words the policy has
+    seen in training questions, as with real names (each word one token of the world tokenizer),
+    rather than a sequence of sub-words it may never have produced."""
 
-    No name is drawn from ``exclude`` (the names of other worlds that must stay disjoint from
-    this one)."""
+    cities: tuple[str, ...]
+    first_names: tuple[str, ...]
+    last_names: tuple[str, ...]
+    company_words: tuple[str, ...]
+
+
+def draw_name_pools(seed: int = 0, n_cities: int = 40, n_first_names: int = 64, n_last_names: int = 64,
+                    n_company_words: int = 96) -> NamePools:
+    """Draw distinct two-syllable words for each pool (no word in two pools)."""
+    rng = random.Random(seed)
+    used: set[str] = set()
+
+    def pool(n: int) -> tuple[str, ...]:
+        words = []
+        while len(words) < n:
+            word = _word(rng, 2)
+            if word not in used:
+                used.add(word)
+                words.append(word)
+        return tuple(words)
+
+    return NamePools(pool(n_cities), pool(n_first_names), pool(n_last_names), pool(n_company_words))
+
+
+def build_world(seed: int = 0, n_people: int = 300, n_cities: int = 40, n_companies: int = 150,
+                exclude: Collection[str] = (), pools: NamePools | None = None) -> World:
+    """Draw a world: unique names for people and companies from ``pools`` (default: the pools of
+    ``draw_name_pools(seed, n_cities)``), its cities the first ``n_cities`` of the city pool; each
+    company has a founder.
+
+    No person or company is given a name in ``exclude`` (the names of another world drawn from
+    the same pools that must not share an entity with this one)."""
+    pools = draw_name_pools(seed, n_cities=n_cities) if pools is None else pools
+    if n_cities > len(pools.cities):
+        raise ValueError(f"n_cities={n_cities} exceeds the city pool ({len(pools.cities)} names)")
     rng = random.Random(seed)
     used: set[str] = set(exclude)
 
     def fresh(make) -> str:
-        for _ in range(1000):
+        for _ in range(10_000):
             name = make()
             if name not in used:
                 used.add(name)
                 return name
-        raise RuntimeError("could not draw a unique name; lower the entity counts")
+        raise RuntimeError("could not draw a unique name; lower the entity counts or enlarge the name pools")
 
-    cities = [fresh(lambda: _word(rng, 2)) for _ in range(n_cities)]
-    people = [Person(fresh(lambda: f"{_word(rng, 2)} {_word(rng, 2)}"), rng.choice(OCCUPATIONS), rng.choice(cities),
-                     rng.randint(1900, 1999)) for _ in range(n_people)]
+    cities = list(pools.cities[:n_cities])
+    people = [Person(fresh(lambda: f"{rng.choice(pools.first_names)} {rng.choice(pools.last_names)}"),
+                     rng.choice(OCCUPATIONS), rng.choice(cities), rng.randint(1900, 1999)) for _ in range(n_people)]
     founders = rng.sample(people, k=min(n_companies, n_people))
-    companies = [Company(fresh(lambda: f"{_word(rng, 2)} {rng.choice(COMPANY_SUFFIXES)}"), rng.choice(INDUSTRIES),
-                         f.name, rng.choice(cities), rng.randint(1920, 2020)) for f in founders]
+    companies = [Company(fresh(lambda: f"{rng.choice(pools.company_words)} {rng.choice(COMPANY_SUFFIXES)}"),
+                         rng.choice(INDUSTRIES), f.name, rng.choice(cities), rng.randint(1920, 2020)) for f in founders]
     return World(cities, people, companies)
 
 

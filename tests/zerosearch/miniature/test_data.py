@@ -172,7 +172,7 @@ def test_skip_rate_takes_away_only_the_first_search(prepared):
 
 def test_practice_worlds_demonstrate_other_names_only(tmp_path):
     """practice_worlds: every question of each practice world is demonstrated from its own corpus,
-    and no practice row names an entity of the target world (or of another practice world)."""
+    and no practice row is about an entity of the target world (or of another practice world)."""
     from zerosearch.miniature.world import build_questions
 
     sizes = dict(n_people=30, n_cities=6, n_companies=12)
