@@ -77,11 +77,13 @@ class ModelShape:
 
 
 # Parameter counts with the default vocabulary (embeddings and untied head included):
-# tiny ~1.0M, small ~4.2M, 100m ~102M. tiny gives each head its own keys and values: with one
-# shared key/value head the miniature's policy learnt to read a document several times slower
-# (teacher-forced held-out reading after 400 SFT steps: 8 of 80 vs 35 of 80; docs/demo.md).
+# tiny ~1.0M, tiny-mha ~1.0M, small ~4.2M, 100m ~102M. tiny-mha is tiny with a key/value head
+# per attention head (tiny shares one): the miniature's policy learns to read a document several
+# times sooner with it (teacher-forced held-out reading after 400 SFT steps: 35 vs 8 of 80;
+# docs/demo.md), so the demo uses it.
 SIZES: dict[str, ModelShape] = {
-    "tiny": ModelShape(128, 512, 2, 2, 2, 2048),
+    "tiny": ModelShape(128, 512, 2, 2, 1, 2048),
+    "tiny-mha": ModelShape(128, 512, 2, 2, 2, 2048),
     "small": ModelShape(256, 768, 4, 4, 2, 2048),
     "100m": ModelShape(768, 2560, 12, 12, 4, 8192),
 }

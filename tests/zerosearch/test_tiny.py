@@ -105,7 +105,8 @@ def _expected_params(v: int, h: int, inter: int, layers: int, nq: int, nkv: int)
 @pytest.mark.parametrize(
     "size,v,h,inter,layers,nq,nkv,lo,hi",
     [
-        ("tiny", 2112, 128, 512, 2, 2, 2, 0.7e6, 1.5e6),
+        ("tiny", 2112, 128, 512, 2, 2, 1, 0.7e6, 1.5e6),
+        ("tiny-mha", 2112, 128, 512, 2, 2, 2, 0.7e6, 1.5e6),
         ("small", 2112, 256, 768, 4, 4, 2, 3e6, 6e6),
         ("100m", 8256, 768, 2560, 12, 12, 4, 80e6, 120e6),
     ],
