@@ -42,8 +42,9 @@ Practice worlds (``practice_worlds`` > 0). The warm start also demonstrates, in 
 every question of ``practice_worlds`` further worlds: drawn with other seeds from the same name
 pools (``world.NamePools``: the same cities, first names, last names and company words), with no
 person or company of the target world or of another practice world, each searched through a
-BM25 index of its own corpus. They multiply the combinations of name words the policy sees, so
-writing a query means copying the question's words rather than recalling a memorised name. RL
+BM25 index of its own corpus. They multiply the combinations of name words the policy sees, to
+make recalling a memorised name a worse strategy than copying the question's (docs/demo.md
+measures whether it helps: at the demo's scale it slowed learning down). RL
 and evaluation use only the target world. The ``world`` column says which world a row comes
 from (0: the target world; i: practice world i).
 
@@ -53,7 +54,7 @@ The ``prompt`` column holds the chat-templated text itself, so train it with
 
 Command line::
 
-    python -m zerosearch.miniature.data --out DIR [--seed S] [--model-size tiny|small] [--practice-worlds K]
+    python -m zerosearch.miniature.data --out DIR [--seed S] [--model-size tiny|tiny-mha|small] [--practice-worlds K]
 """
 
 from __future__ import annotations
@@ -237,7 +238,8 @@ def prepare_world(out_dir: str | Path, seed: int = 0, *, n_people: int = 300, n_
         raise ValueError(f"practice_worlds must be >= 0, got {practice_worlds}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    world = build_world(seed, n_people=n_people, n_cities=n_cities, n_companies=n_companies)
+    pools = draw_name_pools(seed, n_cities=n_cities)
+    world = build_world(seed, n_people=n_people, n_cities=n_cities, n_companies=n_companies, pools=pools)
     questions = build_questions(world)
     paths = {k: Path(v) for k, v in write_world(world, questions, str(out), test_fraction, seed).items()}
     logger.info("world: %d cities, %d people, %d companies, %d questions", len(world.cities), len(world.people),
@@ -248,19 +250,19 @@ def prepare_world(out_dir: str | Path, seed: int = 0, *, n_people: int = 300, n_
         paths[f"{split}_parquet"] = qa_search.write_parquet(splits[split], out / f"{split}.parquet")
         logger.info("%s.parquet: %d rows", split, len(splits[split]))
 
-    practice: list[World] = []
-    pools = draw_name_pools(seed, n_cities=n_cities)
+    practice: list[tuple[World, list[Question]]] = []
     used = world.entity_names()
     for i in range(1, practice_worlds + 1):
-        practice.append(build_world(seed + i * PRACTICE_SEED_STRIDE, n_people=n_people, n_cities=n_cities,
-                                    n_companies=n_companies, exclude=used, pools=pools))
-        used |= practice[-1].entity_names()
+        pw = build_world(seed + i * PRACTICE_SEED_STRIDE, n_people=n_people, n_cities=n_cities,
+                         n_companies=n_companies, exclude=used, pools=pools)
+        practice.append((pw, build_questions(pw)))
+        used |= pw.entity_names()
     if practice:
         logger.info("%d practice worlds for the warm start (names disjoint from the target world's)", len(practice))
 
     texts = world_texts(world, questions, topk)
-    for pw in practice:
-        texts += world_texts(pw, build_questions(pw), topk)
+    for pw, pw_questions in practice:
+        texts += world_texts(pw, pw_questions, topk)
     for kind in tiny.KINDS:
         paths[f"{kind}_model"] = tiny.build_tiny_model(out / "models" / kind, model_size, corpus_texts=texts,
                                                        seed=seed, vocab_size=vocab_size, kind=kind)
@@ -271,8 +273,8 @@ def prepare_world(out_dir: str | Path, seed: int = 0, *, n_people: int = 300, n_
         train_questions = rng.sample(train_questions, warmstart_questions)
     tokenizer = AutoTokenizer.from_pretrained(paths["policy_model"])
     rows = warmstart_rows(world, train_questions, tokenizer, _bm25(world), topk, wrong_rate, seed + 3, skip_rate)
-    for i, pw in enumerate(practice, start=1):
-        rows += warmstart_rows(pw, build_questions(pw), tokenizer, _bm25(pw), topk, wrong_rate,
+    for i, (pw, pw_questions) in enumerate(practice, start=1):
+        rows += warmstart_rows(pw, pw_questions, tokenizer, _bm25(pw), topk, wrong_rate,
                                seed + 3 + i * PRACTICE_SEED_STRIDE, skip_rate, world_index=i)
     paths["warmstart_sft"] = _write_warmstart(rows, out / "warmstart_sft.parquet")
     searched = [r for r in rows if r["action"] == "answer"]

@@ -20,23 +20,13 @@ WORLD_DIR is the folder ``zerosearch.miniature.data`` wrote (world.json, test.js
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
 from zerosearch.miniature import data
-from zerosearch.miniature.world import Company, Person, World, build_questions
-
-
-def load_world(world_dir: str | Path) -> World:
-    """The World stored in ``world_dir/world.json``."""
-    path = Path(world_dir) / "world.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no world.json (write one with python -m zerosearch.miniature.data)")
-    raw = json.loads(path.read_text(encoding="utf-8"))
-    return World(raw["cities"], [Person(**p) for p in raw["people"]], [Company(**c) for c in raw["companies"]])
+from zerosearch.miniature.world import build_questions, read_world
 
 
 def skill_spans(row: dict) -> list[tuple[str, int, int]]:
@@ -85,14 +75,11 @@ def diagnose(model_dir: str | Path, world_dir: str | Path, limit: int | None = N
     """Score the policy in ``model_dir`` on the ``split`` questions of the world in ``world_dir``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    world = load_world(world_dir)
+    world = read_world(str(world_dir))
     qa_path = Path(world_dir) / f"{split}.jsonl"
     if not qa_path.is_file():
         raise FileNotFoundError(f"{qa_path}: no such question file (split must be train or test)")
-    with qa_path.open(encoding="utf-8") as f:
-        ids = [json.loads(line)["id"] for line in f if line.strip()]
-    by_id = {q.id: q for q in build_questions(world)}
-    questions = [by_id[i] for i in ids][:limit]
+    questions = data._read_questions(qa_path, build_questions(world))[:limit]
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     rows = data.warmstart_rows(world, questions, tokenizer, data._bm25(world), topk=topk, wrong_rate=0.0, seed=0)

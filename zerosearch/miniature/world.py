@@ -207,3 +207,13 @@ def write_world(world: World, questions: list[Question], out_dir: str, test_frac
         json.dump({"cities": world.cities, "people": [asdict(p) for p in world.people],
                    "companies": [asdict(c) for c in world.companies]}, f)
     return paths
+
+
+def read_world(world_dir: str) -> World:
+    """The World that ``write_world`` stored in ``world_dir/world.json``."""
+    path = os.path.join(world_dir, "world.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no world.json (write one with python -m zerosearch.miniature.data)")
+    with open(path, encoding="utf-8") as f:
+        raw = json.load(f)
+    return World(raw["cities"], [Person(**p) for p in raw["people"]], [Company(**c) for c in raw["companies"]])

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from zerosearch.miniature import data, diagnose
-from zerosearch.miniature.world import OCCUPATIONS
+from zerosearch.miniature.world import OCCUPATIONS, build_questions, read_world
 
 pytestmark = pytest.mark.slow  # builds a world and two models (~10 s)
 
@@ -40,9 +40,9 @@ class _TeacherForcedOracle(torch.nn.Module):
 
 
 def _rows(world_dir, tok):
-    world = diagnose.load_world(world_dir)
+    world = read_world(str(world_dir))
     ids = [json.loads(line)["id"] for line in (world_dir / "test.jsonl").read_text().splitlines()]
-    by_id = {q.id: q for q in diagnose.build_questions(world)}
+    by_id = {q.id: q for q in build_questions(world)}
     return world, data.warmstart_rows(world, [by_id[i] for i in ids], tok, data._bm25(world), topk=1, wrong_rate=0.0)
 
 
