@@ -95,31 +95,36 @@ def test_model_config_and_param_count(model_dir, loaded_tokenizer):
     assert info["num_parameters"] == n and info["size"] == "tiny"
 
 
-def _expected_params(v: int, h: int, inter: int, layers: int, nq: int, nkv: int) -> int:
+def _expected_params(v: int, h: int, inter: int, layers: int, nq: int, nkv: int, tied: bool = False) -> int:
     d = 64
     attn = h * nq * d + nq * d + 2 * (h * nkv * d + nkv * d) + nq * d * h  # q,k,v have biases, o has none
     mlp = 3 * h * inter
-    return 2 * v * h + layers * (attn + mlp + 2 * h) + h
+    embeddings = (1 if tied else 2) * v * h  # input embeddings and output head, one matrix when tied
+    return embeddings + layers * (attn + mlp + 2 * h) + h
 
 
 @pytest.mark.parametrize(
-    "size,v,h,inter,layers,nq,nkv,lo,hi",
+    "size,v,h,inter,layers,nq,nkv,tied,lo,hi",
     [
-        ("tiny", 2112, 128, 512, 2, 2, 1, 0.7e6, 1.5e6),
-        ("tiny-mha", 2112, 128, 512, 2, 2, 2, 0.7e6, 1.5e6),
-        ("small", 2112, 256, 768, 4, 4, 2, 3e6, 6e6),
-        ("100m", 8256, 768, 2560, 12, 12, 4, 80e6, 120e6),
+        ("tiny", 2112, 128, 512, 2, 2, 1, False, 0.7e6, 1.5e6),
+        ("tiny-mha", 2112, 128, 512, 2, 2, 2, False, 0.7e6, 1.5e6),
+        ("tiny-tied", 2112, 128, 512, 2, 2, 2, True, 0.5e6, 1.0e6),
+        ("small", 2112, 256, 768, 4, 4, 2, False, 3e6, 6e6),
+        ("100m", 8256, 768, 2560, 12, 12, 4, False, 80e6, 120e6),
     ],
 )
-def test_size_presets(size, v, h, inter, layers, nq, nkv, lo, hi):
+def test_size_presets(size, v, h, inter, layers, nq, nkv, tied, lo, hi):
     from transformers import Qwen2ForCausalLM
 
     cfg = tiny.qwen2_config(size, v, eos_token_id=2, pad_token_id=0)
+    assert cfg.tie_word_embeddings is tied
     with torch.device("meta"):
         model = Qwen2ForCausalLM(cfg)
     n = sum(p.numel() for p in model.parameters())
-    assert n == _expected_params(v, h, inter, layers, nq, nkv)
+    assert n == _expected_params(v, h, inter, layers, nq, nkv, tied)
     assert lo <= n <= hi
+    if tied:  # one tensor, not two equal copies
+        assert model.lm_head.weight is model.model.embed_tokens.weight
 
 
 def test_deterministic_for_a_seed(tmp_path, model_dir):

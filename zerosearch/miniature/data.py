@@ -54,7 +54,7 @@ The ``prompt`` column holds the chat-templated text itself, so train it with
 
 Command line::
 
-    python -m zerosearch.miniature.data --out DIR [--seed S] [--model-size tiny|tiny-mha|small] [--practice-worlds K]
+    python -m zerosearch.miniature.data --out DIR [--seed S] [--model-size tiny|tiny-mha|tiny-tied|small] [--practice-worlds K]
 """
 
 from __future__ import annotations
