@@ -48,13 +48,23 @@ measures whether it helps: at the demo's scale it slowed learning down). RL
 and evaluation use only the target world. The ``world`` column says which world a row comes
 from (0: the target world; i: practice world i).
 
+Counterfactual copies (``counterfactual_worlds`` > 0). The warm start also demonstrates the
+*training* questions of copies of the target world in which every fact is redrawn
+(``world.redraw_facts``: the same names, other occupations, birthplaces, founders and
+headquarters), each searched through a BM25 index of its own corpus. The same question then has
+different answers in different rows, each written in the document its row retrieves, so
+recalling a memorised answer no longer lowers the loss and reading the document does. Founders
+are drawn from training people only, so no held-out name appears. The ``counterfactual`` column
+says which copy a row comes from (0: the real facts).
+
 The ``correct`` column records whether the final answer is the gold one.
 The ``prompt`` column holds the chat-templated text itself, so train it with
 ``data.apply_chat_template=false`` (``WARMSTART_SFT_OVERRIDES``).
 
 Command line::
 
-    python -m zerosearch.miniature.data --out DIR [--seed S] [--model-size tiny|tiny-mha|tiny-tied|small] [--practice-worlds K]
+    python -m zerosearch.miniature.data --out DIR [--seed S] [--model-size tiny|tiny-mha|tiny-tied|small]
+        [--practice-worlds K] [--counterfactual-worlds K]
 """
 
 from __future__ import annotations
@@ -72,7 +82,7 @@ import pyarrow.parquet as pq
 from zerosearch import qa_rows as qa_search
 from zerosearch import prompts, tiny
 from zerosearch.miniature.world import (OCCUPATIONS, Question, World, build_questions, build_world, draw_name_pools,
-                                        write_world)
+                                        redraw_facts, write_world)
 from zerosearch.reward import normalize_answer
 from zerosearch.tools.documents import format_documents, format_passage
 
@@ -91,10 +101,13 @@ WARMSTART_SCHEMA = pa.schema([
     ("action", pa.string()),
     ("correct", pa.bool_()),
     ("world", pa.int64()),
+    ("counterfactual", pa.int64()),
 ])
 
 # Seed offset between practice worlds (practice world i is drawn with seed + i * PRACTICE_SEED_STRIDE).
 PRACTICE_SEED_STRIDE = 7919
+# Seed offset between counterfactual copies (copy i redraws the facts with seed + i * COUNTERFACTUAL_SEED_STRIDE).
+COUNTERFACTUAL_SEED_STRIDE = 104729
 
 
 def world_texts(world: World, questions: Sequence[Question], topk: int = 3) -> list[str]:
@@ -143,9 +156,10 @@ def _distractors(world: World, q: Question, seen_text: str) -> list[str]:
 
 
 def warmstart_rows(world: World, questions: Sequence[Question], tokenizer, retriever, topk: int = 3,
-                   wrong_rate: float = 0.5, seed: int = 0, skip_rate: float = 0.0, world_index: int = 0) -> list[dict]:
-    """Warm-start SFT rows for ``questions`` (see the module docstring); ``world_index`` fills the
-    ``world`` column."""
+                   wrong_rate: float = 0.5, seed: int = 0, skip_rate: float = 0.0, world_index: int = 0,
+                   counterfactual: int = 0) -> list[dict]:
+    """Warm-start SFT rows for ``questions`` (see the module docstring); ``world_index`` and
+    ``counterfactual`` fill the columns of those names."""
     for name, rate in (("wrong_rate", wrong_rate), ("skip_rate", skip_rate)):
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {rate}")
@@ -166,7 +180,8 @@ def warmstart_rows(world: World, questions: Sequence[Question], tokenizer, retri
 
         def emit(response: str, action: str, correct: bool = True) -> None:
             rows.append({"prompt": context, "response": response, "question_id": q.id, "turn": turn,
-                         "action": action, "correct": correct, "world": world_index})
+                         "action": action, "correct": correct, "world": world_index,
+                         "counterfactual": counterfactual})
 
         skip = skip_rate > 0.0 and skip_rng.random() < skip_rate
         if skip:
@@ -214,7 +229,7 @@ def prepare_world(out_dir: str | Path, seed: int = 0, *, n_people: int = 300, n_
                   n_companies: int = 150, test_fraction: float = 0.2, model_size: str = "tiny",
                   vocab_size: int | None = 2048, topk: int = 3, wrong_rate: float = 0.5,
                   warmstart_questions: int | None = None, skip_rate: float = 0.0,
-                  practice_worlds: int = 0) -> dict[str, Path]:
+                  practice_worlds: int = 0, counterfactual_worlds: int = 0) -> dict[str, Path]:
     """Write the miniature's data and models into ``out_dir`` (see the module docstring).
 
     Args:
@@ -229,13 +244,17 @@ def prepare_world(out_dir: str | Path, seed: int = 0, *, n_people: int = 300, n_
             None = all).
         practice_worlds: further worlds, of the same size and with disjoint names, all of whose
             questions are demonstrated too (see the module docstring).
+        counterfactual_worlds: copies of the target world with every fact redrawn
+            (``world.redraw_facts``) whose *training* questions are demonstrated too (see the
+            module docstring).
     Returns: paths by name: corpus, train, test, world, train_parquet, test_parquet,
         policy_model, simulation_model, warmstart_sft.
     """
     from transformers import AutoTokenizer
 
-    if practice_worlds < 0:
-        raise ValueError(f"practice_worlds must be >= 0, got {practice_worlds}")
+    for name, count in (("practice_worlds", practice_worlds), ("counterfactual_worlds", counterfactual_worlds)):
+        if count < 0:
+            raise ValueError(f"{name} must be >= 0, got {count}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pools = draw_name_pools(seed, n_cities=n_cities)
@@ -268,6 +287,7 @@ def prepare_world(out_dir: str | Path, seed: int = 0, *, n_people: int = 300, n_
                                                        seed=seed, vocab_size=vocab_size, kind=kind)
 
     train_questions = _read_questions(paths["train"], questions)
+    train_names = {e for q in train_questions for e in q.entities}
     rng = random.Random(seed + 2)
     if warmstart_questions is not None and warmstart_questions < len(train_questions):
         train_questions = rng.sample(train_questions, warmstart_questions)
@@ -276,6 +296,15 @@ def prepare_world(out_dir: str | Path, seed: int = 0, *, n_people: int = 300, n_
     for i, (pw, pw_questions) in enumerate(practice, start=1):
         rows += warmstart_rows(pw, pw_questions, tokenizer, _bm25(pw), topk, wrong_rate,
                                seed + 3 + i * PRACTICE_SEED_STRIDE, skip_rate, world_index=i)
+    if counterfactual_worlds:
+        train_ids = [q.id for q in train_questions]
+        for i in range(1, counterfactual_worlds + 1):
+            cw = redraw_facts(world, seed + i * COUNTERFACTUAL_SEED_STRIDE, founders_from=train_names)
+            by_id = {q.id: q for q in build_questions(cw)}
+            rows += warmstart_rows(cw, [by_id[qid] for qid in train_ids], tokenizer, _bm25(cw), topk, wrong_rate,
+                                   seed + 3 + i * COUNTERFACTUAL_SEED_STRIDE, skip_rate, counterfactual=i)
+        logger.info("%d counterfactual copies of the training questions' facts for the warm start",
+                    counterfactual_worlds)
     paths["warmstart_sft"] = _write_warmstart(rows, out / "warmstart_sft.parquet")
     searched = [r for r in rows if r["action"] == "answer"]
     logger.info("warmstart_sft.parquet: %d rows from %d questions; %d first turns guess without searching; "
@@ -298,11 +327,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     parser.add_argument("--warmstart-questions", type=int, default=None, help="training questions demonstrated")
     parser.add_argument("--practice-worlds", type=int, default=0,
                         help="further worlds with disjoint names whose questions are demonstrated too")
+    parser.add_argument("--counterfactual-worlds", type=int, default=0,
+                        help="copies of the world with redrawn facts whose training questions are demonstrated too")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     paths = prepare_world(args.out, args.seed, model_size=args.model_size, vocab_size=args.vocab_size,
                           topk=args.topk, wrong_rate=args.wrong_rate, warmstart_questions=args.warmstart_questions,
-                          skip_rate=args.skip_rate, practice_worlds=args.practice_worlds)
+                          skip_rate=args.skip_rate, practice_worlds=args.practice_worlds,
+                          counterfactual_worlds=args.counterfactual_worlds)
     for name, path in paths.items():
         print(f"{name}: {path}")
     return paths

@@ -149,6 +149,26 @@ def build_world(seed: int = 0, n_people: int = 300, n_cities: int = 40, n_compan
     return World(cities, people, companies)
 
 
+def redraw_facts(world: World, seed: int, founders_from: Collection[str] | None = None) -> World:
+    """The same cities, people and companies with every fact drawn anew: each person's occupation,
+    birthplace and birth year, each company's industry, founder, headquarters and founding year.
+
+    A *counterfactual* copy of ``world``: the same questions, other answers. Founders are distinct
+    and drawn from the people named in ``founders_from`` (default: everyone), so that a copy made
+    for training questions names no held-out person."""
+    rng = random.Random(seed)
+    people = [Person(p.name, rng.choice(OCCUPATIONS), rng.choice(world.cities), rng.randint(1900, 1999))
+              for p in world.people]
+    candidates = [p.name for p in people if founders_from is None or p.name in founders_from]
+    if len(candidates) < len(world.companies):
+        raise ValueError(f"redraw_facts: {len(world.companies)} companies need distinct founders, but only "
+                         f"{len(candidates)} people may found one")
+    founders = rng.sample(candidates, k=len(world.companies))
+    companies = [Company(c.name, rng.choice(INDUSTRIES), f, rng.choice(world.cities), rng.randint(1920, 2020))
+                 for c, f in zip(world.companies, founders)]
+    return World(list(world.cities), people, companies)
+
+
 def build_questions(world: World) -> list[Question]:
     """Single-hop questions about people and companies, and two-hop questions through founders.
 

@@ -205,3 +205,38 @@ def test_practice_worlds_demonstrate_other_names_only(tmp_path):
     assert len(build_questions(data.build_world(5, **sizes))) == n_questions
     with pytest.raises(ValueError, match="practice_worlds"):
         data.prepare_world(tmp_path / "bad", seed=5, vocab_size=700, practice_worlds=-1, **sizes)
+
+
+def test_counterfactual_worlds_demonstrate_training_questions_with_redrawn_facts(tmp_path):
+    """counterfactual_worlds: each copy demonstrates exactly the training questions, each answered
+    with the value written in the document its row retrieved, facts that differ from the real
+    ones, and no held-out person as an answer."""
+    sizes = dict(n_people=30, n_cities=6, n_companies=12)
+    paths = data.prepare_world(tmp_path, seed=5, vocab_size=700, wrong_rate=0.0, topk=1, counterfactual_worlds=2,
+                               **sizes)
+    rows = pq.read_table(paths["warmstart_sft"]).to_pylist()
+    train = {q["id"]: q for q in _jsonl(paths["train"])}
+    test_names = {q["id"].split("-", 1)[1] for q in _jsonl(paths["test"])}
+    train_names = {q["id"].split("-", 1)[1] for q in train.values()} | {q["golden_answers"][0] for q in train.values()}
+    held_out_people = test_names - train_names
+    assert held_out_people
+    by_copy: dict[int, list[dict]] = {}
+    for r in rows:
+        by_copy.setdefault(r["counterfactual"], []).append(r)
+    assert sorted(by_copy) == [0, 1, 2] and {r["world"] for r in rows} == {0}
+    answers = {}
+    for i in (0, 1, 2):
+        assert {r["question_id"] for r in by_copy[i]} == set(train), i
+        final = [r for r in by_copy[i] if r["action"] == "answer"]
+        for r in final:
+            answer = r["response"].split("<answer>")[1].split("</answer>")[0].strip()
+            documents = r["prompt"].split("<information>")[-1]
+            assert answer in documents, (i, r["question_id"])  # read from the retrieved document
+            # redrawn founders are training people: no answer (a loss target) names a held-out person
+            assert answer not in held_out_people, (i, r["question_id"])
+        answers[i] = {r["question_id"]: r["response"] for r in final}
+    for i in (1, 2):
+        shared = set(answers[0]) & set(answers[i])
+        assert sum(answers[0][q] != answers[i][q] for q in shared) > 0.5 * len(shared)
+    with pytest.raises(ValueError, match="counterfactual_worlds"):
+        data.prepare_world(tmp_path / "bad", seed=5, vocab_size=700, counterfactual_worlds=-1, **sizes)

@@ -101,3 +101,26 @@ def test_held_out_people_are_new_combinations_of_trained_words():
         assert name not in train_text
     unseen = [name for name in held if not set(name.split()) <= train_words]
     assert len(unseen) <= 0.05 * len(held), unseen
+
+
+def test_redraw_facts_keeps_names_and_questions_and_changes_answers(small):
+    world, questions = small
+    founders_from = {p.name for p in world.people[:40]}
+    copy = w.redraw_facts(world, seed=11, founders_from=founders_from)
+    assert copy.cities == world.cities and copy.entity_names() == world.entity_names()
+    assert [p.name for p in copy.people] == [p.name for p in world.people]
+    # every founder is one of the allowed people, and no two companies share one
+    founders = [c.founder for c in copy.companies]
+    assert set(founders) <= founders_from and len(set(founders)) == len(founders)
+    # the same questions (ids and text), answerable from the copy's own paragraphs
+    copy_questions = w.build_questions(copy)
+    assert [(q.id, q.question) for q in copy_questions] == [(q.id, q.question) for q in questions]
+    texts = {r["title"]: r["text"] for r in copy.paragraphs()}
+    for q in copy_questions:
+        assert q.golden_answers[0] in texts[q.entities[-1]], q.id
+    # most answers differ: 10 occupations and 10 cities give ~90 % changed at random
+    changed = sum(a.golden_answers != b.golden_answers for a, b in zip(questions, copy_questions))
+    assert changed > 0.7 * len(questions)
+    assert w.redraw_facts(world, seed=11, founders_from=founders_from) == copy
+    with pytest.raises(ValueError, match="distinct founders"):
+        w.redraw_facts(world, seed=11, founders_from={world.people[0].name})
