@@ -27,18 +27,18 @@ SHORT = [
 RL_STEPS = 20  # configs/demo.yaml rl.steps
 HELD_OUT = 96  # eval.limit 48 one-hop + 48 two-hop held-out questions
 # Training loss (mean token cross-entropy) of the two SFT stages, first logged step and mean of the
-# last steps (a model that memorised its few hundred training rows). Measured with seed 0 (demo6):
-# warm start 7.49 at step 1 (ln of the 1728-token vocabulary: 7.45), 0.03-0.05 at step 2400;
+# last steps. Measured with seed 0 (demo8): warm start 7.49 at step 1 (ln of the 1728-token
+# vocabulary: 7.45), 0.09-0.13 at step 2400 (the counterfactual rows keep it from memorising);
 # simulator 7.46 at step 1, 0.02-0.07 at step 1200.
 FIRST_LOSS_ABOVE = 6.0
 WARMSTART_LAST_LOSS_BELOW = 0.3
 SIMULATOR_LAST_LOSS_BELOW = 0.5
-# Held-out behaviour (greedy, real retrieval server). Measured with seed 0 (demo6 / this test):
-# searches per question 0.33 (warm start) -> 1.47 / 1.46 (simulated / real search);
-# EM 0.073 -> 0.135 / 0.177.
+# Held-out behaviour (greedy, real retrieval server). Measured with seed 0 (demo8): searches per
+# question 0.00 (warm start) -> 1.46 / 1.45 (simulated / real search); EM 0.031 -> 0.427 / 0.448.
+# The EM bar is the target lift (+0.20), half of what was measured.
 WARM_SEARCHES_BELOW = 0.8
 RL_SEARCHES_ABOVE = 1.2
-RL_EM_LIFT_ABOVE = 0.03
+RL_EM_LIFT_ABOVE = 0.20
 
 
 @pytest.fixture(scope="module")
