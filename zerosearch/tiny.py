@@ -83,9 +83,9 @@ class ModelShape:
 # tiny ~1.0M, tiny-mha ~1.0M, tiny-tied ~0.8M, small ~4.2M, 100m ~102M. tiny-mha is tiny with a
 # key/value head per attention head (tiny shares one): the miniature's policy learns to read a
 # document several times sooner with it (teacher-forced held-out reading after 400 SFT steps: 35
-# vs 8 of 80). tiny-tied is tiny-mha with tied input and output embeddings: it learns to copy a
-# name from the question into its query far sooner (after 1600 SFT steps on held-out questions:
-# 171 vs 72 of 200), so the demo uses it (docs/demo.md).
+# vs 8 of 80), so the demo uses it. tiny-tied is tiny-mha with tied input and output embeddings:
+# it learns to copy a name from the question into its query far sooner (after 1600 SFT steps on
+# held-out questions: 171 vs 72 of 200) but reads almost no city out of a document (docs/demo.md).
 SIZES: dict[str, ModelShape] = {
     "tiny": ModelShape(128, 512, 2, 2, 1, 2048),
     "tiny-mha": ModelShape(128, 512, 2, 2, 2, 2048),

@@ -54,7 +54,8 @@ Counterfactual copies (``counterfactual_worlds`` > 0). The warm start also demon
 headquarters), each searched through a BM25 index of its own corpus. The same question then has
 different answers in different rows, each written in the document its row retrieves, so
 recalling a memorised answer no longer lowers the loss and reading the document does. Founders
-are drawn from training people only, so no held-out name appears. The ``counterfactual`` column
+are drawn from training people only, so no demonstration answers with a held-out person (one may
+still be named in a retrieved document, as in the real facts' rows). The ``counterfactual`` column
 says which copy a row comes from (0: the real facts).
 
 The ``correct`` column records whether the final answer is the gold one.

@@ -118,6 +118,17 @@ def draw_name_pools(seed: int = 0, n_cities: int = 40, n_first_names: int = 64, 
     return NamePools(pool(n_cities), pool(n_first_names), pool(n_last_names), pool(n_company_words))
 
 
+def _person(name: str, rng: random.Random, cities: list[str]) -> Person:
+    """A person called ``name`` with an occupation, a birthplace and a birth year drawn from ``rng``."""
+    return Person(name, rng.choice(OCCUPATIONS), rng.choice(cities), rng.randint(1900, 1999))
+
+
+def _company(name: str, founder: str, rng: random.Random, cities: list[str]) -> Company:
+    """A company called ``name``, founded by ``founder``, with an industry, headquarters and a
+    founding year drawn from ``rng``."""
+    return Company(name, rng.choice(INDUSTRIES), founder, rng.choice(cities), rng.randint(1920, 2020))
+
+
 def build_world(seed: int = 0, n_people: int = 300, n_cities: int = 40, n_companies: int = 150,
                 exclude: Collection[str] = (), pools: NamePools | None = None) -> World:
     """Draw a world: unique names for people and companies from ``pools`` (default: the pools of
@@ -141,11 +152,11 @@ def build_world(seed: int = 0, n_people: int = 300, n_cities: int = 40, n_compan
         raise RuntimeError("could not draw a unique name; lower the entity counts or enlarge the name pools")
 
     cities = list(pools.cities[:n_cities])
-    people = [Person(fresh(lambda: f"{rng.choice(pools.first_names)} {rng.choice(pools.last_names)}"),
-                     rng.choice(OCCUPATIONS), rng.choice(cities), rng.randint(1900, 1999)) for _ in range(n_people)]
+    people = [_person(fresh(lambda: f"{rng.choice(pools.first_names)} {rng.choice(pools.last_names)}"), rng, cities)
+              for _ in range(n_people)]
     founders = rng.sample(people, k=min(n_companies, n_people))
-    companies = [Company(fresh(lambda: f"{rng.choice(pools.company_words)} {rng.choice(COMPANY_SUFFIXES)}"),
-                         rng.choice(INDUSTRIES), f.name, rng.choice(cities), rng.randint(1920, 2020)) for f in founders]
+    companies = [_company(fresh(lambda: f"{rng.choice(pools.company_words)} {rng.choice(COMPANY_SUFFIXES)}"), f.name,
+                          rng, cities) for f in founders]
     return World(cities, people, companies)
 
 
@@ -155,17 +166,15 @@ def redraw_facts(world: World, seed: int, founders_from: Collection[str] | None 
 
     A *counterfactual* copy of ``world``: the same questions, other answers. Founders are distinct
     and drawn from the people named in ``founders_from`` (default: everyone), so that a copy made
-    for training questions names no held-out person."""
+    for training questions gives no held-out person as a founder."""
     rng = random.Random(seed)
-    people = [Person(p.name, rng.choice(OCCUPATIONS), rng.choice(world.cities), rng.randint(1900, 1999))
-              for p in world.people]
+    people = [_person(p.name, rng, world.cities) for p in world.people]
     candidates = [p.name for p in people if founders_from is None or p.name in founders_from]
     if len(candidates) < len(world.companies):
         raise ValueError(f"redraw_facts: {len(world.companies)} companies need distinct founders, but only "
                          f"{len(candidates)} people may found one")
     founders = rng.sample(candidates, k=len(world.companies))
-    companies = [Company(c.name, rng.choice(INDUSTRIES), f, rng.choice(world.cities), rng.randint(1920, 2020))
-                 for c, f in zip(world.companies, founders)]
+    companies = [_company(c.name, f, rng, world.cities) for c, f in zip(world.companies, founders)]
     return World(list(world.cities), people, companies)
 
 
