@@ -31,11 +31,12 @@ from zerosearch.curriculum import NoiseCurriculum
 from zerosearch.prompts import INVALID_ACTION_MESSAGE, format_observation
 from zerosearch.tools import (
     SEARCH_MODES,
+    FailurePolicy,
+    SearchHealth,
     SearchRequest,
     SearchResult,
     SearchTool,
     build_search_tool,
-    check_failure_rate,
 )
 
 # Stand-in for the documents when splitting the observation template into its tag parts.
@@ -128,7 +129,7 @@ class SearchAgentLoop(AgentLoopBase):
 
         self.max_turns = int(_cfg(self.retriever_cfg, "max_turns", "retriever"))
         self.max_obs_length = int(_cfg(self.retriever_cfg, "max_obs_length", "retriever"))
-        self.max_failure_rate = float(_cfg(self.retriever_cfg, "max_failure_rate", "retriever"))
+        self.failure_policy = FailurePolicy.from_config(self.retriever_cfg)
         self.max_query_chars = int(self.retriever_cfg.max_query_chars)
         self.max_new_tokens = int(_cfg(self.rollout_cfg, "max_new_tokens", "actor_rollout_ref.rollout"))
         self.max_response_length = int(_cfg(data_cfg, "max_response_length", "data"))
@@ -139,10 +140,6 @@ class SearchAgentLoop(AgentLoopBase):
                 "SearchAgentLoop: actor_rollout_ref.rollout.max_new_tokens, data.max_response_length and "
                 f"retriever.max_query_chars must be >= 1, got {self.max_new_tokens}, "
                 f"{self.max_response_length}, {self.max_query_chars}"
-            )
-        if not 0.0 <= self.max_failure_rate <= 1.0:
-            raise ValueError(
-                f"SearchAgentLoop: retriever.max_failure_rate must be in [0, 1], got {self.max_failure_rate}"
             )
 
         for key in ("search_mode", "search_engine"):
@@ -174,6 +171,8 @@ class SearchAgentLoop(AgentLoopBase):
         self._stops_final = [closing_tag(ANSWER)]
 
         self._tools: dict[str, SearchTool | None] = {"train": search_tool, "val": val_search_tool}
+        # One failure window per tool, kept for the whole run (across rounds and steps).
+        self._health: dict[str, SearchHealth] = {}
         self._owned_tools: list[SearchTool] = []
         self._curriculum: Any = None
 
@@ -201,6 +200,13 @@ class SearchAgentLoop(AgentLoopBase):
             self._tools[slot] = tool
             self._owned_tools.append(tool)
         return self._tools[slot]
+
+    def _health_of(self, validate: bool) -> SearchHealth:
+        """The run-long failure window of the training or validation tool."""
+        slot = "val" if validate else "train"
+        if slot not in self._health:
+            self._health[slot] = SearchHealth(self.failure_policy, self._tool(validate).describe())
+        return self._health[slot]
 
     def _uses_noise(self, validate: bool) -> bool:
         return not validate and self._mode(validate).startswith("simulate")
@@ -305,9 +311,13 @@ class SearchAgentLoop(AgentLoopBase):
         ``num_valid_actions``, ``answered``, ``search_queries`` (every query written before the last
         round), ``trajectory_text`` (prompt + response, decoded). ``meta_info["metrics"]``:
         ``search/turns_mean|turns_max|valid_action_rate|searches_per_row|answered_rate|
-        length_cap_rate|p_noisy|noisy_share|obs_tokens_share|obs_truncated_share|failure_rate`` and
-        the tool's ``pop_metrics()`` under ``search/``. Raises ``SearchFailureError`` when a round's
-        share of failed searches exceeds ``retriever.max_failure_rate``.
+        length_cap_rate|p_noisy|noisy_share|obs_tokens_share|obs_truncated_share|failure_rate|
+        malformed_rate`` and the tool's ``pop_metrics()`` under ``search/``. A malformed reply is
+        still an observation (its text as written) and counts in ``malformed_rate``, not in
+        ``failure_rate``. After every search round the tool's run-long ``SearchHealth`` raises
+        ``SearchFailureError`` when the server looks down and ``MalformedRepliesError`` when nearly
+        all its replies are malformed (``zerosearch/tools/failure.py``; ``retriever.max_failure_rate``,
+        ``max_malformed_rate``, ``failure_window``, ``failure_min_requests``, ``failure_streak_rounds``).
         """
         rows = self._trajectories(batch)
         tool = self._tool(validate) if self.max_turns > 0 else None
@@ -319,7 +329,8 @@ class SearchAgentLoop(AgentLoopBase):
             curriculum = self._get_curriculum()
             curriculum.set_step(step)
             p_noisy = float(curriculum.p_noisy())
-        stats = {"requests": 0, "noisy": 0, "failed": 0, "obs_cut": 0}
+        health = self._health_of(validate) if tool is not None else None
+        stats = {"requests": 0, "noisy": 0, "failed": 0, "malformed": 0, "obs_cut": 0}
 
         for turn in range(self.max_turns + 1):
             final = turn == self.max_turns
@@ -345,7 +356,7 @@ class SearchAgentLoop(AgentLoopBase):
                     searching.append((i, query))
 
             if searching:
-                self._search(rows, searching, tool, noise, stats)
+                self._search(rows, searching, tool, health, noise, stats)
 
         return self._assemble(batch, rows, p_noisy, stats, tool)
 
@@ -387,10 +398,12 @@ class SearchAgentLoop(AgentLoopBase):
         rows: list[_Trajectory],
         searching: list[tuple[int, str]],
         tool: SearchTool,
+        health: SearchHealth,
         noise: bool,
         stats: dict,
     ) -> None:
-        """One batched tool call for every query of the turn; appends each row's observation."""
+        """One batched tool call for every query of the turn; ``health`` judges the outcomes (and
+        may stop the run); appends each row's observation (a malformed reply's text included)."""
         flags = [bool(f) for f in self._get_curriculum().draw(len(searching))] if noise else [False] * len(searching)
         requests = [
             SearchRequest(query=q, question=rows[i].question, golden_answers=rows[i].golden_answers, noisy=f, row=i)
@@ -401,12 +414,11 @@ class SearchAgentLoop(AgentLoopBase):
             raise ValueError(
                 f"SearchAgentLoop: {tool.describe()} returned {len(results)} results for {len(requests)} queries"
             )
-        failed = sum(not res.ok for res in results)
         stats["requests"] += len(requests)
         stats["noisy"] += sum(flags)
-        stats["failed"] += failed
-        turn_metrics = {"requests": len(requests), "failures": failed, "failure_rate": failed / len(requests)}
-        check_failure_rate(turn_metrics, self.max_failure_rate, tool.describe())
+        stats["failed"] += sum(res.failed for res in results)
+        stats["malformed"] += sum(res.malformed for res in results)
+        health.observe(results)
         for (i, _), res in zip(searching, results):
             row = rows[i]
             room = self.max_response_length - len(row.response_ids)
@@ -483,6 +495,7 @@ class SearchAgentLoop(AgentLoopBase):
             "search/obs_tokens_share": observation_tokens / response_tokens if response_tokens else 0.0,
             "search/obs_truncated_share": stats["obs_cut"] / requests if requests else 0.0,
             "search/failure_rate": stats["failed"] / requests if requests else 0.0,
+            "search/malformed_rate": stats["malformed"] / requests if requests else 0.0,
         })
         return metrics
 
@@ -490,7 +503,10 @@ class SearchAgentLoop(AgentLoopBase):
     def state_dict(self) -> dict:
         """The curriculum state (step and RNG) and the training tool's state (e.g. the simulator's
         request counter that its per-request seeds derive from), so a resumed run continues the same
-        schedule and sends the same requests."""
+        schedule and sends the same requests. The failure windows (``SearchHealth``) are left out on
+        purpose: a resumed run starts judging its servers afresh, since the server it meets after a
+        restart is not the one whose replies filled the window (and an outage that killed the run
+        must not count against the server that came back)."""
         state = {"curriculum": self._curriculum.state_dict()} if self._curriculum is not None else {}
         tool = self._tools["train"]
         if tool is not None and hasattr(tool, "state_dict"):

@@ -22,8 +22,8 @@ from verl.protocol import DataProto
 from verl.workers.rollout.base import GenerationOutput
 from zerosearch.agent import SearchAgentLoop
 from zerosearch.prompts import INVALID_ACTION_MESSAGE
-from zerosearch.tools.base import SearchResult, SearchTool
-from zerosearch.tools.failure import SearchFailureError
+from zerosearch.tools.base import NO_INFORMATION, SearchResult, SearchTool
+from zerosearch.tools.failure import MalformedRepliesError, SearchFailureError
 
 TAGS = ["<search>", "</search>", "<answer>", "</answer>", "<information>", "</information>"]
 NEVER = object()  # script entry: emit "z" until max_new_tokens, never a tag
@@ -83,13 +83,18 @@ class ScriptedEngine:
 
 
 class RecordingTool(SearchTool):
-    """Answers ``Doc 1: about <query>`` (or ``docs(query)``) and records every call."""
+    """Answers ``Doc 1: about <query>`` (or ``docs(query)``) and records every call.
+
+    ``ok`` (a bool, or a function of the request's index in the call) False makes a request fail;
+    ``malformed`` (same forms) makes it a malformed reply whose documents are ``garbage(query)``.
+    """
 
     name = "fake"
 
-    def __init__(self, docs=lambda q: f"Doc 1: about {q}", ok=True):
+    def __init__(self, docs=lambda q: f"Doc 1: about {q}", ok=True, malformed=False,
+                 garbage=lambda q: f"Doc 19987. Its. Its in {q}"):
         super().__init__()
-        self.docs, self.ok = docs, ok
+        self.docs, self.ok, self.malformed, self.garbage = docs, ok, malformed, garbage
         self.calls = []
         _OPEN_TOOLS.append(self)
 
@@ -97,12 +102,19 @@ class RecordingTool(SearchTool):
         self.calls.append(list(requests))
         out = []
         for k, r in enumerate(requests):
-            ok = self._ok(k)
-            out.append(SearchResult(documents=self.docs(r.query), ok=ok, error=None if ok else "boom", latency_s=0.5))
+            if self._pick(self.malformed, k):
+                text = self.garbage(r.query)
+                out.append(SearchResult(documents=text, ok=False, malformed=True,
+                                        error=f"simulated reply has no 'Doc 1' line: {text!r}", latency_s=0.5))
+                continue
+            ok = self._pick(self.ok, k)
+            documents = self.docs(r.query) if ok else NO_INFORMATION
+            out.append(SearchResult(documents=documents, ok=ok, error=None if ok else "boom", latency_s=0.5))
         return out
 
-    def _ok(self, k):
-        return self.ok(k) if callable(self.ok) else self.ok
+    @staticmethod
+    def _pick(flag, k):
+        return flag(k) if callable(flag) else flag
 
     def describe(self):
         return "fake search at 127.0.0.1:6002"
@@ -134,6 +146,10 @@ def make_config(**over):
                 "total_steps": 10,
                 "seed": 7,
                 "max_failure_rate": 0.5,
+                "max_malformed_rate": 0.9,
+                "failure_window": 200,
+                "failure_min_requests": 20,
+                "failure_streak_rounds": 2,
                 "wiki": {"host": "127.0.0.1", "port": 6002},
             },
             "actor_rollout_ref": {
@@ -470,11 +486,87 @@ def test_curriculum_state_round_trip(tok):
     assert flags(SearchAgentLoop(cfg, tok, search_tool=RecordingTool()), 10) != expected
 
 
-def test_failures_above_the_threshold_raise_naming_the_server(tok):
+def test_a_dead_server_stops_after_two_empty_rounds_naming_the_server(tok):
+    # One search per round (a late turn's handful): the first failed round alone must not stop the
+    # run; the second in a row does (retriever.failure_streak_rounds=2), naming the server.
     loop = SearchAgentLoop(make_config(), tok, val_search_tool=RecordingTool(ok=False))
-    engine = ScriptedEngine(tok, {0: ["<search>q</search>", "<answer>x</answer>"]})
-    with pytest.raises(SearchFailureError, match="127.0.0.1:6002"):
+    engine = ScriptedEngine(tok, {0: ["<search>q</search>", "<search>q2</search>", "<answer>x</answer>"]})
+    with pytest.raises(SearchFailureError, match=r"^2 of 2 search requests failed against fake search at "
+                                                 r"127\.0\.0\.1:6002 in 2 search rounds in a row.*last error: boom"):
         loop.run(make_batch(tok, 1)[0], engine, step=1, validate=True)
+    assert engine.turns[0] == 2  # stopped after the second round, before the answer
+
+
+def test_a_malformed_reply_to_the_only_query_of_a_turn_is_passed_through(tok):
+    # The failure that killed a demo run: the turn's only search got a reply without a "Doc 1" line.
+    tool = RecordingTool(malformed=True)
+    loop = SearchAgentLoop(make_config(), tok, search_tool=tool)
+    engine = ScriptedEngine(tok, {0: ["<search>Grum</search>", "<search>G2</search>", "<answer>x</answer>"]})
+    out = loop.run(make_batch(tok, 1)[0], engine, step=1)
+    assert out.non_tensor_batch["answered"][0]  # the rollout went on to the answer
+    resp, mask = out.batch["responses"][0], out.batch["response_mask"][0]
+    observation = tok.decode(resp[mask == 0].tolist())
+    assert observation == ("\n\n<information>Doc 19987. Its. Its in Grum</information>\n\n"
+                           "\n\n<information>Doc 19987. Its. Its in G2</information>\n\n")
+    m = out.meta_info["metrics"]
+    assert (m["search/requests"], m["search/malformed"], m["search/failures"]) == (2.0, 2.0, 0.0)
+    assert m["search/malformed_rate"] == 1.0 and m["search/failure_rate"] == 0.0
+
+
+def test_garbage_to_everything_stops_the_run_saying_the_replies_are_malformed(tok):
+    loop = SearchAgentLoop(make_config(), tok, search_tool=RecordingTool(malformed=True))
+    scripts = {k: ["<search>q</search>", "<search>r</search>", "<answer>x</answer>"] for k in range(4)}
+    # 4 rows x 2 rounds = 8 malformed replies per step; failure_min_requests=20 is reached in step 3's
+    # first round (8 + 8 + 4 = 20), and 20 of 20 > max_malformed_rate 0.9.
+    for step in (1, 2):
+        assert loop.run(make_batch(tok, 4)[0], ScriptedEngine(tok, scripts), step=step).meta_info["metrics"][
+            "search/malformed_rate"] == 1.0
+    with pytest.raises(MalformedRepliesError) as err:
+        loop.run(make_batch(tok, 4)[0], ScriptedEngine(tok, scripts), step=3)
+    message = str(err.value)
+    assert message.startswith("20 of 20 replies from fake search at 127.0.0.1:6002 over the run's last 20 searches "
+                              "were malformed")
+    assert "do not parse" in message and "Doc 19987. Its. Its in q" in message and "reachable" not in message
+
+
+def test_the_failure_window_lives_across_steps(tok):
+    # One failed search per step: the streak of empty rounds runs on from step to step, so the second
+    # step stops; a step with an answer in between breaks the streak.
+    outcomes = iter([False, True, False, False])
+    tool = RecordingTool(ok=lambda k: next(outcomes))
+    loop = SearchAgentLoop(make_config(), tok, search_tool=tool)
+    script = {0: ["<search>q</search>", "<answer>x</answer>"]}
+    for step in (1, 2, 3):  # failed, answered, failed
+        loop.run(make_batch(tok, 1)[0], ScriptedEngine(tok, script), step=step)
+    with pytest.raises(SearchFailureError, match=r"^2 of 2 search requests failed .* in 2 search rounds in a row"):
+        loop.run(make_batch(tok, 1)[0], ScriptedEngine(tok, script), step=4)  # failed again: 2 in a row
+    assert "health" not in str(loop.state_dict())  # a resumed run judges its server afresh
+
+
+def test_training_and_validation_servers_are_judged_apart(tok):
+    loop = SearchAgentLoop(make_config(), tok, search_tool=RecordingTool(ok=False), val_search_tool=RecordingTool())
+    script = {0: ["<search>q</search>", "<answer>x</answer>"]}
+    loop.run(make_batch(tok, 1)[0], ScriptedEngine(tok, script), step=1)  # training server: 1 empty round
+    loop.run(make_batch(tok, 1)[0], ScriptedEngine(tok, script), step=1, validate=True)  # answered: not its streak
+    with pytest.raises(SearchFailureError):
+        loop.run(make_batch(tok, 1)[0], ScriptedEngine(tok, script), step=2)  # training server: 2 in a row
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("retriever.failure_window", 0, r"retriever\.failure_window"),
+    ("retriever.max_malformed_rate", 2.0, r"retriever\.max_malformed_rate"),
+    ("retriever.max_failure_rate", -0.5, r"retriever\.max_failure_rate"),
+])
+def test_failure_policy_keys_are_validated(tok, key, value, message):
+    with pytest.raises(ValueError, match=message):
+        SearchAgentLoop(make_config(**{key: value}), tok, search_tool=RecordingTool())
+
+
+def test_failure_policy_keys_are_required(tok):
+    cfg = make_config()
+    del cfg.retriever["failure_streak_rounds"]
+    with pytest.raises(KeyError, match=r"retriever\.failure_streak_rounds"):
+        SearchAgentLoop(cfg, tok, search_tool=RecordingTool())
 
 
 def test_failures_at_the_threshold_are_counted(tok):

@@ -5,7 +5,8 @@
     google                          google.GoogleSearchTool (SerpAPI)
 
 ``build_search_tool(retriever_cfg, mode)`` builds one from the ``retriever`` config block
-(configs/retriever/default.yaml documents every key).
+(configs/retriever/default.yaml documents every key). ``SearchHealth`` (failure.py) judges a tool's
+recent outcomes and stops the run when its server is down or answers only garbage.
 """
 
 from __future__ import annotations
@@ -13,19 +14,21 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from zerosearch.tools.base import NO_INFORMATION, SearchRequest, SearchResult, SearchTool
-from zerosearch.tools.failure import SearchFailureError, check_failure_rate
+from zerosearch.tools.failure import FailurePolicy, MalformedRepliesError, SearchFailureError, SearchHealth
 
 SEARCH_MODES = ("simulate_sft", "simulate_prompt", "google", "wiki")
 
 __all__ = [
     "NO_INFORMATION",
     "SEARCH_MODES",
+    "FailurePolicy",
+    "MalformedRepliesError",
     "SearchFailureError",
+    "SearchHealth",
     "SearchRequest",
     "SearchResult",
     "SearchTool",
     "build_search_tool",
-    "check_failure_rate",
 ]
 
 

@@ -7,6 +7,12 @@ class also provides the in-memory LRU cache (``cache_size``; duplicates inside o
 once when the cache is on) and the metrics returned by ``pop_metrics()``. Call ``close()`` when
 done.
 
+Every query ends in one of three outcomes (``SearchResult``): answered (``ok``); malformed (the
+server answered, but after its resamples still not in the expected form: the documents are what the
+reply still offers, and it is logged with a sample of the text, the first few times and then every
+``MALFORMED_LOG_EVERY``-th); or failed (no reply after the retries: the server is down, unreachable
+or refuses). Only failures speak of an outage; ``zerosearch.tools.failure`` judges both rates.
+
 A backend implements ``_search_uncached`` (runs on the private loop, one result per request, in
 order, never raising for a single failed query) and ``describe``; it may override ``cache_key`` and
 ``_aclose``.
@@ -29,6 +35,9 @@ from zerosearch.tools.metrics import SearchMetrics
 logger = logging.getLogger(__name__)
 
 NO_INFORMATION = "No information available"
+# Malformed replies logged per tool: the first MALFORMED_LOG_FIRST, then every MALFORMED_LOG_EVERY-th.
+MALFORMED_LOG_FIRST = 5
+MALFORMED_LOG_EVERY = 100
 
 
 @dataclass
@@ -55,9 +64,13 @@ class SearchResult:
     """What one query returned.
 
     Attributes:
-        documents: ``"Doc 1: ...\\nDoc 2: ..."``, or ``NO_INFORMATION`` on failure.
-        ok: False when the backend failed after its retries.
-        error: a short reason when ``ok`` is False.
+        documents: ``"Doc 1: ...\\nDoc 2: ..."``; for a malformed reply what it still offers (e.g.
+            the simulator's text as written), else ``NO_INFORMATION``; ``NO_INFORMATION`` on failure.
+        ok: True when the documents are in the expected form; False for a failed query and for a
+            malformed reply (so such documents are never cached nor taken for good ones).
+        malformed: True when the server answered but, after the resamples, not in the expected form
+            (a content problem, not an outage).
+        error: a short reason when ``ok`` is False (for a malformed reply, with a sample of its text).
         latency_s: wall time spent on this query, retries and waits for a free slot included.
         cached: True when served from the cache (or from a duplicate query of the same call).
     """
@@ -67,6 +80,16 @@ class SearchResult:
     error: str | None = None
     latency_s: float = 0.0
     cached: bool = False
+    malformed: bool = False
+
+    def __post_init__(self) -> None:
+        if self.ok and self.malformed:
+            raise ValueError("SearchResult: a malformed result cannot be ok")
+
+    @property
+    def failed(self) -> bool:
+        """No reply after the retries (connection refused, timeout, HTTP error): an outage signal."""
+        return not self.ok and not self.malformed
 
 
 def require_int(name: str, value: Any, minimum: int) -> int:
@@ -91,6 +114,7 @@ class SearchTool(ABC):
     def __init__(self, cache_size: int = 0):
         self._cache = LRUCache(cache_size)
         self._metrics = SearchMetrics()
+        self._malformed_seen = 0  # malformed replies over the tool's life, for the sampled log
         self._loop = BackgroundEventLoop(name=f"zerosearch-{self.name}-search")
         self._closed = False
 
@@ -122,8 +146,8 @@ class SearchTool(ABC):
         return self._loop.run(self._answer(list(requests)))
 
     def pop_metrics(self) -> dict[str, float]:
-        """Counters since the last pop: requests, failures, retries, cache_hits, failure_rate,
-        latency_mean_s, latency_max_s."""
+        """Counters since the last pop: requests, failures, malformed, retries, cache_hits,
+        failure_rate, malformed_rate, latency_mean_s, latency_max_s."""
         return self._metrics.pop()
 
     def close(self) -> None:
@@ -194,15 +218,38 @@ class SearchTool(ABC):
 
         final: list[SearchResult] = [r for r in results if r is not None]
         assert len(final) == len(requests)
-        failed = [r for r in final if not r.ok]
         for r in final:
-            self._metrics.record(ok=r.ok, cached=r.cached, latency_s=r.latency_s)
+            self._metrics.record(ok=r.ok, cached=r.cached, latency_s=r.latency_s, malformed=r.malformed)
+        self._log_outcomes(requests, final)
+        return final
+
+    def _log_outcomes(self, requests: list[SearchRequest], results: list[SearchResult]) -> None:
+        """One warning per call with failures; malformed replies one by one, sampled (see the module
+        docstring), each with its query and a sample of its text."""
+        failed = [r for r in results if r.failed]
         if failed:
             logger.warning(
                 "%s: %d of %d queries failed after retries; last error: %s",
                 self.describe(),
                 len(failed),
-                len(final),
+                len(results),
                 failed[-1].error,
             )
-        return final
+        for request, result in zip(requests, results):
+            if not result.malformed:
+                continue
+            self._malformed_seen += 1
+            if should_log_occurrence(self._malformed_seen, MALFORMED_LOG_FIRST, MALFORMED_LOG_EVERY):
+                logger.warning(
+                    "%s: malformed reply #%d (query %r) after its resamples, passed on as the observation: %s",
+                    self.describe(),
+                    self._malformed_seen,
+                    request.query[:120],
+                    result.error,
+                )
+
+
+def should_log_occurrence(count: int, first: int, every: int) -> bool:
+    """Whether the ``count``-th (1-based) occurrence of a recurring event is logged: the first
+    ``first`` ones, then every ``every``-th."""
+    return count <= first or count % every == 0

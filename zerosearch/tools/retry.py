@@ -9,6 +9,11 @@ free concurrency slot.
 Retryable: timeouts, transport errors (``aiohttp.ClientError``, ``ConnectionError``), HTTP
 408/425/429/5xx and malformed replies. Permanent: any other HTTP 4xx. ``post_json`` is the one
 JSON POST of an attempt over a pooled ``aiohttp.ClientSession``, classified this way.
+
+A malformed reply (``MalformedResponseError``: the server answered, but not in the promised form)
+is a content problem, not an outage: the server is up, so the next attempt goes out at once, with
+no backoff sleep (for a simulator it is a fresh sample, under a fresh seed). Backoff is for
+transport failures, where it gives a struggling server room to recover.
 """
 
 from __future__ import annotations
@@ -35,7 +40,16 @@ class PermanentError(Exception):
 
 
 class MalformedResponseError(RetryableError):
-    """The server answered, but not with what the contract promises."""
+    """The server answered, but not with what the contract promises.
+
+    Attributes:
+        text: what of the reply can still serve as the documents (e.g. a simulated reply without a
+            ``Doc 1`` line, cleaned); empty when nothing usable came back (no JSON, no text).
+    """
+
+    def __init__(self, message: str, text: str = ""):
+        super().__init__(message)
+        self.text = text
 
 
 _RETRYABLE_STATUS = frozenset({408, 425, 429})
@@ -137,8 +151,9 @@ async def call_with_retries(
     """Await ``attempt(i)`` for i = 0, 1, ... until it succeeds or the policy is spent.
 
     Each attempt holds ``semaphore`` (when given) and is cut after ``policy.timeout``; the slot is
-    released during the backoff sleep. Errors that ``is_retryable`` rejects are raised at once; the
-    last error is raised when the retries run out (a timeout becomes ``RetryableError``).
+    released during the backoff sleep, which a ``MalformedResponseError`` skips (the server is up: the
+    next attempt is a resample). Errors that ``is_retryable`` rejects are raised at once; the last
+    error is raised when the retries run out (a timeout becomes ``RetryableError``).
     """
     for i in range(policy.max_retries + 1):
         try:
@@ -154,5 +169,6 @@ async def call_with_retries(
             raise error
         if on_retry is not None:
             on_retry(error)
-        await asyncio.sleep(policy.delay(i, rng))
+        if not isinstance(error, MalformedResponseError):
+            await asyncio.sleep(policy.delay(i, rng))
     raise AssertionError("unreachable")

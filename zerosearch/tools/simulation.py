@@ -11,10 +11,15 @@ Protocols:
                    is sent.
 
 Reply clean-up: blank lines collapse to single newlines; the text from ``Doc {topk+1}`` on is dropped;
-a reply without a ``Doc 1`` line counts as a failed attempt and is retried; the result is stripped.
-All requests of a call go out concurrently through one pooled ``aiohttp.ClientSession`` (a
-``TCPConnector`` of ``concurrency`` connections), at most ``concurrency`` at a time; each has a
-per-attempt timeout and bounded retries (``retry.py``). A query that still fails returns
+the result is stripped. A reply without a ``Doc 1`` line (a small simulator writes the odd
+``Doc 19987. Its. Its in ...``, a large one the odd refusal) is malformed: it is resampled at once
+under a fresh seed, up to ``max_retries`` times. When every sample is malformed the query's result
+is ``malformed`` (not failed: the server is up) and its documents are the last sample's cleaned text,
+as written (``NO_INFORMATION`` when that is empty or the reply held no text at all), which the
+agent cuts to its observation budget. All requests of a call go out concurrently through one pooled
+``aiohttp.ClientSession`` (a ``TCPConnector`` of ``concurrency`` connections), at most
+``concurrency`` at a time; each has a per-attempt timeout and bounded retries with backoff
+(``retry.py``). A query with no reply after them (refused, timed out, HTTP error) returns
 ``NO_INFORMATION`` with ``ok=False``. With several hosts, request ``c``'s attempt ``a`` goes to host
 ``(c + a) % n_hosts``, so retries move on to the next host.
 """
@@ -51,7 +56,8 @@ def clean_simulated_documents(text: str, topk: int) -> str:
     """Collapse blank lines, keep what precedes ``Doc {topk+1}``, require a ``Doc 1`` line, strip.
 
     Raises:
-        MalformedResponseError: the reply has no ``Doc 1`` line (garbage; worth a retry).
+        MalformedResponseError: the reply has no ``Doc 1`` line (worth a resample); its ``text`` is
+            the cleaned reply, for use as the documents when no sample parses.
     """
     text = _BLANK_LINES.sub("\n", text)
     cut = re.search(rf"\bDoc\s*{topk + 1}\b", text)
@@ -59,7 +65,7 @@ def clean_simulated_documents(text: str, topk: int) -> str:
         text = text[: cut.start()]
     text = text.strip()
     if not _FIRST_DOC.search(text):
-        raise MalformedResponseError(f"simulated reply has no 'Doc 1' line: {text[:120]!r}")
+        raise MalformedResponseError(f"simulated reply has no 'Doc 1' line: {text[:120]!r}", text=text)
     return text
 
 
@@ -221,6 +227,14 @@ class SimulationSearchTool(SearchTool):
         try:
             documents = await call_with_retries(
                 attempt, self.policy, rng, semaphore=semaphore, on_retry=lambda _: self._metrics.add_retry()
+            )
+        except MalformedResponseError as exc:  # the last sample arrived but did not parse: content, not outage
+            return SearchResult(
+                exc.text or NO_INFORMATION,
+                ok=False,
+                malformed=True,
+                error=describe_error(exc),
+                latency_s=time.monotonic() - start,
             )
         except Exception as exc:  # a failed query must not fail the batch
             return SearchResult(NO_INFORMATION, ok=False, error=describe_error(exc), latency_s=time.monotonic() - start)

@@ -8,7 +8,8 @@ Reply:
     ``{"title", "text"}``.
 Documents are written ``Doc i: (Title: t) text``. A query with no hits gets ``NO_INFORMATION``
 (ok=True); a chunk that still fails after its retries gives ``NO_INFORMATION`` with ok=False to each
-of its queries. Chunks go out through one pooled ``aiohttp.ClientSession`` (a ``TCPConnector`` of
+of its queries, marked ``malformed`` when the server did answer, but not in this shape (a content
+problem, judged apart from outages). Chunks go out through one pooled ``aiohttp.ClientSession`` (a ``TCPConnector`` of
 ``concurrency`` connections), each attempt with a timeout and bounded retries (``retry.py``).
 """
 
@@ -117,8 +118,9 @@ class WikiSearchTool(SearchTool):
         assert self._semaphore is not None
         return self._session, self._semaphore
 
-    async def _chunk(self, queries: list[str], number: int) -> tuple[list[str] | None, str | None, float]:
-        """(documents per query, None, latency) or (None, error, latency)."""
+    async def _chunk(self, queries: list[str], number: int) -> tuple[list[str] | None, str | None, bool, float]:
+        """(documents per query, None, False, latency), or (None, error, malformed, latency) where
+        ``malformed`` says the last attempt got a reply that broke the contract."""
         session, semaphore = await self._ensure_session()
         start = time.monotonic()
 
@@ -143,8 +145,9 @@ class WikiSearchTool(SearchTool):
                 attempt, self.policy, self._rng, semaphore=semaphore, on_retry=lambda _: self._metrics.add_retry()
             )
         except Exception as exc:  # a failed chunk must not fail the batch
-            return None, describe_error(exc), time.monotonic() - start
-        return docs, None, time.monotonic() - start
+            malformed = isinstance(exc, MalformedResponseError)
+            return None, describe_error(exc), malformed, time.monotonic() - start
+        return docs, None, False, time.monotonic() - start
 
     async def _search_uncached(self, requests: list[SearchRequest]) -> list[SearchResult]:
         unique = list(dict.fromkeys(r.query for r in requests))
@@ -153,10 +156,12 @@ class WikiSearchTool(SearchTool):
         self._chunks_sent += len(chunks)
         replies = await asyncio.gather(*(self._chunk(c, first + k) for k, c in enumerate(chunks)))
         by_query: dict[str, SearchResult] = {}
-        for chunk, (docs, error, latency) in zip(chunks, replies):
+        for chunk, (docs, error, malformed, latency) in zip(chunks, replies):
             for k, query in enumerate(chunk):
                 if docs is None:
-                    by_query[query] = SearchResult(NO_INFORMATION, ok=False, error=error, latency_s=latency)
+                    by_query[query] = SearchResult(
+                        NO_INFORMATION, ok=False, error=error, latency_s=latency, malformed=malformed
+                    )
                 else:
                     by_query[query] = SearchResult(docs[k], latency_s=latency)
         return [dataclasses.replace(by_query[r.query]) for r in requests]

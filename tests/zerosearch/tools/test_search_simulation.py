@@ -50,8 +50,13 @@ def test_clean_keeps_topk_documents_and_collapses_blank_lines():
 
 def test_clean_rejects_replies_without_a_first_document():
     for garbage in ["", "I cannot help with that.", "Here: Document one is ...", "Doc 2: starts late"]:
-        with pytest.raises(MalformedResponseError):
+        with pytest.raises(MalformedResponseError) as err:
             clean_simulated_documents(garbage, 5)
+        assert err.value.text == garbage  # kept for use as the documents
+    # The tiny simulator's way: "Doc 19987" is not "Doc 1"; cleaned (blank lines, cut at Doc 6) but kept.
+    with pytest.raises(MalformedResponseError) as err:
+        clean_simulated_documents("Doc 19987. Its.\n\n\nIts in Grumdouth.\nDoc 6: cut here\n", 5)
+    assert err.value.text == "Doc 19987. Its.\nIts in Grumdouth."
 
 
 def test_missing_question_or_answer_is_an_error_before_any_request(fake_server):
@@ -150,17 +155,31 @@ def test_tool_is_reusable_across_calls_and_event_loops(fake_server):
         tool.search(rows(1))
 
 
-def test_garbage_is_retried_then_no_information(fake_server):
+def test_garbage_is_resampled_at_once_then_passed_through_as_malformed(fake_server):
     fake_server.state.mode = "garbage"
-    with make_tool(fake_server, max_retries=2) as tool:
+    # A backoff of 5 s would make the 2 retries sleep >= 5 + 10 s; a malformed reply is resampled at once.
+    with make_tool(fake_server, max_retries=2, backoff=5.0) as tool:
+        start = time.monotonic()
         results = tool.search(rows(3))
+        elapsed = time.monotonic() - start
         metrics = tool.pop_metrics()
-    assert [r.documents for r in results] == [NO_INFORMATION] * 3
-    assert not any(r.ok for r in results)
-    assert all("Doc 1" in r.error for r in results)
-    assert len(fake_server.state.bodies(CHAT)) == 3 * 3  # 1 attempt + 2 retries each
-    assert metrics["requests"] == 3 and metrics["failures"] == 3 and metrics["retries"] == 6
-    assert metrics["failure_rate"] == 1.0
+    assert elapsed < 5.0
+    assert [r.documents for r in results] == ["I cannot help with that."] * 3  # the reply, as written
+    assert [(r.ok, r.malformed, r.failed) for r in results] == [(False, True, False)] * 3
+    assert all("simulated reply has no 'Doc 1' line: 'I cannot help with that.'" in r.error for r in results)
+    seeds = [b["seed"] for b in fake_server.state.bodies(CHAT)]
+    assert len(seeds) == 3 * 3 and len(set(seeds)) == 9  # 1 attempt + 2 resamples each, every one a fresh seed
+    assert metrics["requests"] == 3 and metrics["failures"] == 0 and metrics["malformed"] == 3
+    assert metrics["retries"] == 6 and metrics["failure_rate"] == 0.0 and metrics["malformed_rate"] == 1.0
+
+
+def test_a_resample_that_parses_is_an_ordinary_answer(fake_server):
+    fake_server.state.mode = "garbage"
+    with make_tool(fake_server, max_retries=0) as tool:
+        (bad,) = tool.search(rows(1))
+        fake_server.state.mode = "ok"
+        (good,) = tool.search(rows(1))
+    assert bad.malformed and good.ok and not good.malformed and good.documents.startswith("Doc 1:")
 
 
 def test_transient_errors_recover(fake_server):
@@ -182,13 +201,15 @@ def test_client_errors_are_not_retried(fake_server):
     assert len(fake_server.state.bodies(CHAT)) == 2
 
 
-def test_server_errors_and_non_json_fail_after_retries(fake_server):
-    for mode in ("error500", "not_json"):
+def test_server_errors_fail_and_non_json_is_malformed_after_retries(fake_server):
+    # HTTP 500: no reply, an outage signal. A 200 that is not JSON: a reply that does not parse.
+    for mode, failed, malformed in (("error500", True, False), ("not_json", False, True)):
         fake_server.state.reset()
         fake_server.state.mode = mode
         with make_tool(fake_server, max_retries=1) as tool:
             results = tool.search(rows(2))
-        assert [r.ok for r in results] == [False, False]
+        assert [(r.ok, r.failed, r.malformed) for r in results] == [(False, failed, malformed)] * 2
+        assert [r.documents for r in results] == [NO_INFORMATION] * 2  # nothing of the reply is usable
         assert len(fake_server.state.bodies(CHAT)) == 4
 
 

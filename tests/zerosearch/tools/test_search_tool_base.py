@@ -1,7 +1,11 @@
-"""The SearchTool base: private loop, cache, metrics; the failure policy; the mode factory."""
+"""The SearchTool base: private loop, cache, metrics, malformed-reply log; the mode factory.
+
+The failure policy (zerosearch/tools/failure.py) has its own file, test_failure_policy.py.
+"""
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
@@ -11,19 +15,19 @@ from omegaconf import OmegaConf
 from zerosearch.tools import (
     NO_INFORMATION,
     SEARCH_MODES,
-    SearchFailureError,
     SearchRequest,
     SearchResult,
     SearchTool,
     build_search_tool,
-    check_failure_rate,
 )
+from zerosearch.tools.base import should_log_occurrence
 from zerosearch.tools.cache import LRUCache
 from zerosearch.tools.retry import RetryPolicy
 
 
 class EchoTool(SearchTool):
-    """Answers ``Doc 1: <query>``; queries starting with "fail" fail. Records the loop thread."""
+    """Answers ``Doc 1: <query>``; queries starting with "fail" fail, queries starting with "bad" get
+    a malformed reply (their text is the query itself). Records the loop thread."""
 
     name = "echo"
 
@@ -38,11 +42,16 @@ class EchoTool(SearchTool):
     async def _search_uncached(self, requests):
         self.threads.add(threading.get_ident())
         self.sent.extend(r.query for r in requests)
-        return [
-            SearchResult(NO_INFORMATION, ok=False, error="boom", latency_s=0.5) if r.query.startswith("fail")
-            else SearchResult(f"Doc 1: {r.query}", latency_s=0.25)
-            for r in requests
-        ]
+        return [self._one(r) for r in requests]
+
+    @staticmethod
+    def _one(request):
+        if request.query.startswith("fail"):
+            return SearchResult(NO_INFORMATION, ok=False, error="boom", latency_s=0.5)
+        if request.query.startswith("bad"):
+            return SearchResult(request.query, ok=False, malformed=True, error=f"no 'Doc 1' line: {request.query!r}",
+                                latency_s=0.125)
+        return SearchResult(f"Doc 1: {request.query}", latency_s=0.25)
 
 
 def test_runs_on_one_private_thread_and_closes():
@@ -58,18 +67,59 @@ def test_runs_on_one_private_thread_and_closes():
 
 def test_metrics_accumulate_and_reset():
     with EchoTool() as tool:
-        tool.search([SearchRequest("a"), SearchRequest("fail-1"), SearchRequest("b"), SearchRequest("fail-2")])
+        tool.search([SearchRequest("a"), SearchRequest("fail-1"), SearchRequest("b"), SearchRequest("fail-2"),
+                     SearchRequest("bad-1")])
         metrics = tool.pop_metrics()
+        # A malformed reply is counted on its own, never as a failure.
         assert metrics == {
-            "requests": 4.0,
+            "requests": 5.0,
             "failures": 2.0,
+            "malformed": 1.0,
             "retries": 0.0,
             "cache_hits": 0.0,
-            "failure_rate": 0.5,
-            "latency_mean_s": (0.25 + 0.5 + 0.25 + 0.5) / 4,
+            "failure_rate": 0.4,
+            "malformed_rate": 0.2,
+            "latency_mean_s": (0.25 + 0.5 + 0.25 + 0.5 + 0.125) / 5,
             "latency_max_s": 0.5,
         }
         assert tool.pop_metrics()["requests"] == 0.0
+
+
+def test_three_outcomes():
+    with EchoTool() as tool:
+        ok, failed, bad = tool.search([SearchRequest("a"), SearchRequest("fail"), SearchRequest("bad reply")])
+    assert (ok.ok, ok.malformed, ok.failed) == (True, False, False)
+    assert (failed.ok, failed.malformed, failed.failed) == (False, False, True)
+    assert (bad.ok, bad.malformed, bad.failed) == (False, True, False)
+    assert bad.documents == "bad reply"  # the reply's own text, passed on
+    with pytest.raises(ValueError, match="malformed result cannot be ok"):
+        SearchResult("x", ok=True, malformed=True)
+
+
+def test_malformed_replies_are_not_cached():
+    with EchoTool(cache_size=10) as tool:
+        tool.search([SearchRequest("bad q")])
+        again = tool.search([SearchRequest("bad q"), SearchRequest("bad q")])
+    assert tool.sent == ["bad q", "bad q"]  # resent: not served from the cache; the duplicate rides along
+    assert [r.cached for r in again] == [False, False] and all(r.malformed for r in again)
+
+
+def test_should_log_occurrence_first_few_then_every_nth():
+    logged = [k for k in range(1, 301) if should_log_occurrence(k, first=3, every=100)]
+    assert logged == [1, 2, 3, 100, 200, 300]
+
+
+def test_malformed_replies_are_logged_with_a_sample_rate_limited(caplog):
+    with EchoTool() as tool, caplog.at_level(logging.WARNING, logger="zerosearch.tools.base"):
+        tool.search([SearchRequest(f"bad {k}") for k in range(7)])
+        tool.search([SearchRequest("fail now")])
+    malformed = [r.getMessage() for r in caplog.records if "malformed reply" in r.getMessage()]
+    # The first 5 of the 7 (MALFORMED_LOG_FIRST), numbered, each with its query and text sample.
+    assert len(malformed) == 5
+    assert malformed[0].startswith("echo backend: malformed reply #1 (query 'bad 0')")
+    assert "no 'Doc 1' line: 'bad 4'" in malformed[4]
+    failed = [r.getMessage() for r in caplog.records if "failed after retries" in r.getMessage()]
+    assert failed == ["echo backend: 1 of 1 queries failed after retries; last error: boom"]
 
 
 def test_requests_must_be_search_requests():
@@ -115,15 +165,6 @@ def test_retry_policy_bounds():
                 dict(timeout=1, max_retries=1, backoff=-1)):
         with pytest.raises(ValueError):
             RetryPolicy(**bad)
-
-
-def test_check_failure_rate():
-    check_failure_rate({"requests": 10, "failures": 5, "failure_rate": 0.5}, 0.5, "sim at http://h:1")
-    check_failure_rate({"requests": 0, "failures": 0, "failure_rate": 0.0}, 0.0, "sim")
-    with pytest.raises(SearchFailureError, match=r"6 of 10 .*http://h:1"):
-        check_failure_rate({"requests": 10, "failures": 6, "failure_rate": 0.6}, 0.5, "sim at http://h:1")
-    with pytest.raises(ValueError, match="max_failure_rate"):
-        check_failure_rate({"requests": 1, "failures": 0, "failure_rate": 0.0}, 1.5, "sim")
 
 
 def retriever_cfg():

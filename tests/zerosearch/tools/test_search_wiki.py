@@ -63,7 +63,8 @@ def test_no_hits_is_not_a_failure(fake_server):
 
 
 def test_wrong_reply_length_and_server_errors_fail_every_query_of_the_chunk(fake_server):
-    for shape, mode in (("wrong_length", "ok"), ("document", "error500")):
+    # A reply of the wrong shape is malformed (the server is up); a 500 is a failure (an outage signal).
+    for shape, mode, failures, malformed in (("wrong_length", "ok", 0, 2), ("document", "error500", 2, 0)):
         fake_server.state.reset()
         fake_server.state.retrieve_shape, fake_server.state.mode = shape, mode
         with make_tool(fake_server, max_retries=1) as tool:
@@ -71,7 +72,8 @@ def test_wrong_reply_length_and_server_errors_fail_every_query_of_the_chunk(fake
             metrics = tool.pop_metrics()
         assert [r.documents for r in results] == [NO_INFORMATION] * 2
         assert not any(r.ok for r in results)
-        assert metrics["failures"] == 2 and metrics["retries"] == 1
+        assert [r.malformed for r in results] == [malformed > 0] * 2
+        assert (metrics["failures"], metrics["malformed"], metrics["retries"]) == (failures, malformed, 1)
         assert len(fake_server.state.bodies(RETRIEVE)) == 2
 
 
