@@ -134,7 +134,8 @@ def _add_tune(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=int, default=1024, help="prompt + response tokens")
     p.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"), help="weight dtype")
-    p.add_argument("--autocast-dtype", default="bfloat16", choices=("bfloat16", "float16", "none"))
+    p.add_argument("--autocast-dtype", default="bfloat16", choices=("bfloat16", "float16", "auto", "none"),
+                   help="compute dtype under torch.autocast; auto: bfloat16 where the hardware has it natively")
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--save-freq", type=int, default=-1, help="checkpoint every N steps (-1: at the end)")
     p.add_argument("--override", action="append", default=[], help="extra sft_trainer.yaml override key=value")
