@@ -8,7 +8,8 @@ later with ``POST /control``:
     ok        answer at once (after ``delay`` seconds)
     slow      wait ``slow_s`` seconds before answering (longer than the client's timeout)
     500       answer HTTP 500
-    garbage   answer 200 with text that has no ``Doc 1`` line
+    garbage   answer 200 with text that has no ``Doc 1`` line (``garbage_for(query)``, the way a tiny
+              simulator goes wrong)
     empty     answer 200 with an empty completion
     not_json  answer 200 with a body that is not JSON
 
@@ -40,6 +41,11 @@ _QUERY_LINE = re.compile(r"Query: (.*)\n(Useful|Noisy) Output:")
 def documents_for(query: str, kind: str, seed: Any, n_docs: int = 5) -> str:
     """The reply to one request: ``n_docs`` lines naming the query, the kind and the seed."""
     return "\n".join(f"Doc {k}: {kind} result {k} for {query} (seed {seed})" for k in range(1, n_docs + 1))
+
+
+def garbage_for(query: str) -> str:
+    """The ``garbage`` reply: a simulated reply without a ``Doc 1`` line ("Doc 19987" is not one)."""
+    return f"Doc 19987. Its. Its in {query}"
 
 
 def create_app(mode: str, delay: float, slow_s: float, log_path: str | None) -> FastAPI:
@@ -93,7 +99,12 @@ def create_app(mode: str, delay: float, slow_s: float, log_path: str | None) -> 
             return JSONResponse({"error": "injected failure"}, status_code=500)
         if fault == "not_json":
             return PlainTextResponse("<html>not json</html>")
-        text = {"garbage": "lorem ipsum without any documents", "empty": ""}.get(fault, documents_for(query, kind, seed))
+        if fault == "garbage":
+            text = garbage_for(query)
+        elif fault == "empty":
+            text = ""
+        else:  # ok, and slow once its wait is over
+            text = documents_for(query, kind, seed)
         return {
             "id": f"fault-{counts['received']}",
             "object": "chat.completion",

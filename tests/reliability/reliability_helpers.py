@@ -21,6 +21,14 @@ from zerosearch.retrieval.health import process_alive, wait_until_healthy
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
+FAILURE_POLICY_KEYS = ("max_failure_rate", "max_malformed_rate", "failure_window", "failure_min_requests",
+                       "failure_streak_rounds")
+
+
+def failure_policy_defaults() -> dict[str, Any]:
+    """The failure-policy keys as configs/retriever/default.yaml sets them, so tests run the defaults."""
+    yaml = OmegaConf.load(REPO / "configs" / "retriever" / "default.yaml")
+    return {key: yaml[key] for key in FAILURE_POLICY_KEYS}
 
 
 def free_port() -> int:
@@ -89,7 +97,8 @@ class SearchingPolicy:
 
 
 def agent_config(port: int, **retriever: Any):
-    """A trainer config with what ``SearchAgentLoop`` reads; simulation tool on 127.0.0.1:``port``."""
+    """A trainer config with what ``SearchAgentLoop`` reads; simulation tool on 127.0.0.1:``port``;
+    the failure policy of configs/retriever/default.yaml unless ``retriever`` overrides a key."""
     simulation = {"host": "127.0.0.1", "port": port, "model": "simulation", "protocol": "openai",
                   "system_prompt": None, "temperature": 0.8, "max_tokens": 64, "concurrency": 8,
                   "timeout": 1.0, "max_retries": 1, "backoff": 0.05}
@@ -98,7 +107,7 @@ def agent_config(port: int, **retriever: Any):
         "retriever": {"search_mode": "simulate_sft", "search_engine": "simulate_sft", "topk": 5, "max_turns": 2,
                       "max_obs_length": 200, "max_query_chars": 512, "start_threshold": 0.0,
                       "end_threshold": 0.0, "base": 4.0, "total_steps": 10, "seed": 3, "cache_size": 0,
-                      "max_failure_rate": 0.5, "simulation": simulation, **retriever},
+                      **failure_policy_defaults(), "simulation": simulation, **retriever},
         "actor_rollout_ref": {"rollout": {"temperature": 1.0, "top_p": 1.0, "top_k": -1, "max_new_tokens": 32,
                                           "val_kwargs": {"do_sample": False, "temperature": 0.0, "top_p": 1.0}}},
         "data": {"max_prompt_length": 64, "max_response_length": 2000},

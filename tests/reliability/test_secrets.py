@@ -144,7 +144,9 @@ def test_training_run_never_writes_the_api_key(searching_model_dir, train_parque
     try:
         overrides = tiny_overrides(searching_model_dir, train_parquet, str(run_dir), free_port(), steps=1) + [
             "retriever.search_mode=google", "retriever.google.timeout=2.0", "retriever.google.max_retries=0",
-            "retriever.max_failure_rate=1.0", "trainer.logger=[console,jsonl,tensorboard,wandb]",
+            # Every query fails (no network): neither the failure share nor rounds with no reply stop it.
+            "retriever.max_failure_rate=1.0", "retriever.failure_streak_rounds=0",
+            "trainer.logger=[console,jsonl,tensorboard,wandb]",
             "trainer.save_hf=true",
         ]
         env = trainer_env(**{KEY_ENV: secret, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "RAY_TMPDIR": str(ray_tmp)})
