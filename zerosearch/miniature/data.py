@@ -6,13 +6,23 @@ Output folder (``prepare_world(out_dir, seed)`` returns these paths by name)::
 
     corpus.jsonl            one {"id", "title", "text"} paragraph per person and company
                             (serve it with ``python -m zerosearch.retrieval.server --corpus``)
-    train.jsonl, test.jsonl QA lines {"id", "question", "golden_answers", "data_source", "kind"};
-                            held out by entity (see ``world.split_questions``)
+    corpus_train.jsonl      the paragraphs of the training entities only: what the simulation
+                            model's tuning rows are collected from, so that it never sees a
+                            held-out fact
+    train.jsonl, val.jsonl, test.jsonl   QA lines {"id", "question", "golden_answers",
+                            "data_source", "kind"}; held out by entity groups (see
+                            ``world.split_questions``): val for design choices, test scored last
     world.json              the world itself
-    train.parquet, test.parquet   ZeroSearch rows (zerosearch/qa_rows.py's builder)
+    train.parquet, val.parquet, test.parquet   ZeroSearch rows (zerosearch/qa_rows.py's builder)
     models/policy/, models/simulation/   tiny Qwen2 models sharing one tokenizer trained on the
-                            world's text and on every prompt format they will see
+                            training split's text (its paragraphs, questions and answers) and on
+                            every prompt format they will see
     warmstart_sft.parquet   format demonstrations for a short policy SFT (below)
+
+Nothing of a val or test entity reaches a model's training data: the tokenizer is fitted on
+training paragraphs and questions, the warm start retrieves from the training paragraphs only
+and guesses only training people, and the simulation model is tuned on results from
+``corpus_train.jsonl`` (the demo serves it for that stage).
 
 Warm-start demonstrations. For a seeded sample of training questions the trajectory is written
 from *real* retrieval results (BM25 over the world corpus, in process, ``topk`` documents, the
@@ -75,15 +85,15 @@ import json
 import logging
 import random
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from zerosearch import qa_rows as qa_search
 from zerosearch import prompts, tiny
-from zerosearch.miniature.world import (OCCUPATIONS, Question, World, build_questions, build_world, draw_name_pools,
-                                        redraw_facts, write_world)
+from zerosearch.miniature.world import (OCCUPATIONS, SPLITS, Question, World, build_questions, build_world,
+                                        draw_name_pools, redraw_facts, split_entities, write_world)
 from zerosearch.reward import normalize_answer
 from zerosearch.tools.documents import format_documents, format_passage
 
@@ -111,13 +121,16 @@ PRACTICE_SEED_STRIDE = 7919
 COUNTERFACTUAL_SEED_STRIDE = 104729
 
 
-def world_texts(world: World, questions: Sequence[Question], topk: int = 3) -> list[str]:
-    """Tokenizer corpus: paragraphs, questions, answers, the policy prompt with a tagged
-    trajectory per question, and the simulation prompts (both kinds) with ``Doc i:`` lines."""
+def world_texts(world: World, questions: Sequence[Question], topk: int = 3,
+                entities: Collection[str] | None = None) -> list[str]:
+    """Tokenizer corpus: paragraphs (of ``entities`` only, when given), questions, answers, the
+    policy prompt with a tagged trajectory per question, and the simulation prompts (both kinds)
+    with ``Doc i:`` lines."""
     paragraphs = world.paragraphs()
     texts: list[str] = []
     for row in paragraphs:
-        texts += [row["title"], row["text"]]
+        if entities is None or row["title"] in entities:
+            texts += [row["title"], row["text"]]
     by_title = {row["title"]: row for row in paragraphs}
     for q in questions:
         answer = q.golden_answers[0]
@@ -133,34 +146,50 @@ def world_texts(world: World, questions: Sequence[Question], topk: int = 3) -> l
     return texts
 
 
-def _bm25(world: World):
+def tokenizer_corpus(world: World, train_questions: Sequence[Question],
+                     practice: Sequence[tuple[World, Sequence[Question]]] = (), topk: int = 3) -> list[str]:
+    """What the world tokenizer is fitted on: training material only (the paragraphs of the
+    entities that ``train_questions`` name, those questions and their answers, the prompt formats
+    around them) and the practice worlds' texts (they share no entity with the target world)."""
+    entities = {e for q in train_questions for e in q.entities}
+    texts = world_texts(world, train_questions, topk, entities=entities)
+    for pw, pw_questions in practice:
+        texts += world_texts(pw, pw_questions, topk)
+    return texts
+
+
+def _bm25(world: World, entities: Collection[str] | None = None):
+    """In-process BM25 over ``world``'s paragraphs (of ``entities`` only, when given)."""
     from zerosearch.retrieval.bm25 import BM25Retriever
     from zerosearch.retrieval.corpus import Document
 
-    return BM25Retriever([Document.from_title_text(r["id"], r["title"], r["text"]) for r in world.paragraphs()])
+    return BM25Retriever([Document.from_title_text(r["id"], r["title"], r["text"]) for r in world.paragraphs()
+                          if entities is None or r["title"] in entities])
 
 
-def _candidates(world: World, kind: str) -> list[str]:
+def _candidates(world: World, kind: str, people: Collection[str] | None = None) -> list[str]:
+    """Values of the answer type of ``kind``; persons only from ``people`` when given."""
     if kind in _CITY_KINDS:
         return list(world.cities)
     if kind == "founder":
-        return [p.name for p in world.people]
+        return [p.name for p in world.people if people is None or p.name in people]
     if kind == "occupation":
         return list(OCCUPATIONS)
     raise ValueError(f"no answer type known for question kind {kind!r}")
 
 
-def _distractors(world: World, q: Question, seen_text: str) -> list[str]:
+def _distractors(world: World, q: Question, seen_text: str, people: Collection[str] | None = None) -> list[str]:
     """Answers of the same type as ``q``'s gold that appear in ``seen_text``, gold excluded."""
     gold = {normalize_answer(g) for g in q.golden_answers}
-    return sorted(c for c in _candidates(world, q.kind) if c in seen_text and normalize_answer(c) not in gold)
+    return sorted(c for c in _candidates(world, q.kind, people) if c in seen_text and normalize_answer(c) not in gold)
 
 
 def warmstart_rows(world: World, questions: Sequence[Question], tokenizer, retriever, topk: int = 3,
                    wrong_rate: float = 0.5, seed: int = 0, skip_rate: float = 0.0, world_index: int = 0,
-                   counterfactual: int = 0) -> list[dict]:
+                   counterfactual: int = 0, people: Collection[str] | None = None) -> list[dict]:
     """Warm-start SFT rows for ``questions`` (see the module docstring); ``world_index`` and
-    ``counterfactual`` fill the columns of those names."""
+    ``counterfactual`` fill the columns of those names; guessed and wrong answers that name a
+    person name one of ``people`` (default: anyone in ``world``)."""
     for name, rate in (("wrong_rate", wrong_rate), ("skip_rate", skip_rate)):
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {rate}")
@@ -186,7 +215,7 @@ def warmstart_rows(world: World, questions: Sequence[Question], tokenizer, retri
 
         skip = skip_rate > 0.0 and skip_rng.random() < skip_rate
         if skip:
-            guess = skip_rng.choice(_candidates(world, q.kind))
+            guess = skip_rng.choice(_candidates(world, q.kind, people))
             emit(f"<think> I know the answer. </think>\n<answer> {guess} </answer>", "guess",
                  normalize_answer(guess) in {normalize_answer(g) for g in q.golden_answers})
         subject = q.entities[0]
@@ -209,7 +238,8 @@ def warmstart_rows(world: World, questions: Sequence[Question], tokenizer, retri
             turn += 1
         answer, correct = q.golden_answers[0], True
         if rng.random() < wrong_rate:
-            options = _distractors(world, q, seen) or _distractors(world, q, " ".join(_candidates(world, q.kind)))
+            options = (_distractors(world, q, seen, people)
+                       or _distractors(world, q, " ".join(_candidates(world, q.kind, people)), people))
             answer, correct = rng.choice(options), False
         emit(f"<think> I found the answer. </think>\n<answer> {answer} </answer>", "answer", correct)
     return rows
@@ -220,6 +250,19 @@ def _write_warmstart(rows: list[dict], path: Path) -> Path:
     return path
 
 
+def _parquet_rows(path: Path, split: str) -> list[dict]:
+    """ZeroSearch parquet rows (``qa_rows.make_row``) of one QA jsonl file, in file order."""
+    counters: dict[str, int] = {}
+    rows: list[dict] = []
+    if not path.read_text(encoding="utf-8").strip():  # an empty split (val_fraction 0)
+        return rows
+    for rec in qa_search.read_qa_jsonl(path):
+        source = rec["data_source"]
+        rows.append(qa_search.make_row(rec, split, counters.get(source, 0)))
+        counters[source] = counters.get(source, 0) + 1
+    return rows
+
+
 def _read_questions(path: Path, questions: Sequence[Question]) -> list[Question]:
     by_id = {q.id: q for q in questions}
     with path.open(encoding="utf-8") as f:
@@ -227,7 +270,8 @@ def _read_questions(path: Path, questions: Sequence[Question]) -> list[Question]
 
 
 def prepare_world(out_dir: str | Path, seed: int = 0, *, n_people: int = 300, n_cities: int = 40,
-                  n_companies: int = 150, test_fraction: float = 0.2, model_size: str = "tiny",
+                  n_companies: int = 150, test_fraction: float = 0.2, val_fraction: float = 0.1,
+                  model_size: str = "tiny",
                   vocab_size: int | None = 2048, topk: int = 3, wrong_rate: float = 0.5,
                   warmstart_questions: int | None = None, skip_rate: float = 0.0,
                   practice_worlds: int = 0, counterfactual_worlds: int = 0) -> dict[str, Path]:
@@ -235,7 +279,8 @@ def prepare_world(out_dir: str | Path, seed: int = 0, *, n_people: int = 300, n_
 
     Args:
         seed: seeds the world, the split, the models' initial weights and the warm-start draws.
-        n_people, n_cities, n_companies, test_fraction: size of the world and the held-out share.
+        n_people, n_cities, n_companies: size of the world.
+        test_fraction, val_fraction: shares of the entity groups held out for test and val.
         model_size: preset of ``zerosearch.tiny`` for both models (``tiny`` is the fastest).
         vocab_size: BPE vocabulary of the world tokenizer (None: the size preset's default).
         topk: documents per search in the warm-start demonstrations.
@@ -248,8 +293,8 @@ def prepare_world(out_dir: str | Path, seed: int = 0, *, n_people: int = 300, n_
         counterfactual_worlds: copies of the target world with every fact redrawn
             (``world.redraw_facts``) whose *training* questions are demonstrated too (see the
             module docstring).
-    Returns: paths by name: corpus, train, test, world, train_parquet, test_parquet,
-        policy_model, simulation_model, warmstart_sft.
+    Returns: paths by name: corpus, corpus_train, train, val, test, world, train_parquet,
+        val_parquet, test_parquet, policy_model, simulation_model, warmstart_sft.
     """
     from transformers import AutoTokenizer
 
@@ -261,14 +306,22 @@ def prepare_world(out_dir: str | Path, seed: int = 0, *, n_people: int = 300, n_
     pools = draw_name_pools(seed, n_cities=n_cities)
     world = build_world(seed, n_people=n_people, n_cities=n_cities, n_companies=n_companies, pools=pools)
     questions = build_questions(world)
-    paths = {k: Path(v) for k, v in write_world(world, questions, str(out), test_fraction, seed).items()}
-    logger.info("world: %d cities, %d people, %d companies, %d questions", len(world.cities), len(world.people),
-                len(world.companies), len(questions))
-
-    splits = qa_search.build_splits([paths["train"]], [paths["test"]], train_split_ratio=1.0, seed=seed)
-    for split in ("train", "test"):
-        paths[f"{split}_parquet"] = qa_search.write_parquet(splits[split], out / f"{split}.parquet")
-        logger.info("%s.parquet: %d rows", split, len(splits[split]))
+    paths = {k: Path(v) for k, v in
+             write_world(world, questions, str(out), test_fraction, seed, val_fraction).items()}
+    split_qs = {split: _read_questions(paths[split], questions) for split in SPLITS}
+    train_entities = split_entities(split_qs)["train"]
+    logger.info("world: %d cities, %d people, %d companies, %d questions (%s)", len(world.cities),
+                len(world.people), len(world.companies), len(questions),
+                ", ".join(f"{k} {len(v)}" for k, v in split_qs.items()))
+    paths["corpus_train"] = out / "corpus_train.jsonl"
+    with paths["corpus_train"].open("w", encoding="utf-8") as f:
+        for row in world.paragraphs():
+            if row["title"] in train_entities:
+                f.write(json.dumps(row) + "\n")
+    for split in SPLITS:
+        rows = _parquet_rows(paths[split], split)
+        paths[f"{split}_parquet"] = qa_search.write_parquet(rows, out / f"{split}.parquet")
+        logger.info("%s.parquet: %d rows", split, len(rows))
 
     practice: list[tuple[World, list[Question]]] = []
     used = world.entity_names()
@@ -280,20 +333,20 @@ def prepare_world(out_dir: str | Path, seed: int = 0, *, n_people: int = 300, n_
     if practice:
         logger.info("%d practice worlds for the warm start (names disjoint from the target world's)", len(practice))
 
-    texts = world_texts(world, questions, topk)
-    for pw, pw_questions in practice:
-        texts += world_texts(pw, pw_questions, topk)
+    texts = tokenizer_corpus(world, split_qs["train"], practice, topk)
     for kind in tiny.KINDS:
         paths[f"{kind}_model"] = tiny.build_tiny_model(out / "models" / kind, model_size, corpus_texts=texts,
                                                        seed=seed, vocab_size=vocab_size, kind=kind)
 
-    train_questions = _read_questions(paths["train"], questions)
-    train_names = {e for q in train_questions for e in q.entities}
+    train_questions = split_qs["train"]
+    train_names = train_entities
+    train_people = {p.name for p in world.people} & train_entities
     rng = random.Random(seed + 2)
     if warmstart_questions is not None and warmstart_questions < len(train_questions):
         train_questions = rng.sample(train_questions, warmstart_questions)
     tokenizer = AutoTokenizer.from_pretrained(paths["policy_model"])
-    rows = warmstart_rows(world, train_questions, tokenizer, _bm25(world), topk, wrong_rate, seed + 3, skip_rate)
+    rows = warmstart_rows(world, train_questions, tokenizer, _bm25(world, train_entities), topk, wrong_rate, seed + 3,
+                          skip_rate, people=train_people)
     for i, (pw, pw_questions) in enumerate(practice, start=1):
         rows += warmstart_rows(pw, pw_questions, tokenizer, _bm25(pw), topk, wrong_rate,
                                seed + 3 + i * PRACTICE_SEED_STRIDE, skip_rate, world_index=i)
@@ -302,8 +355,9 @@ def prepare_world(out_dir: str | Path, seed: int = 0, *, n_people: int = 300, n_
         for i in range(1, counterfactual_worlds + 1):
             cw = redraw_facts(world, seed + i * COUNTERFACTUAL_SEED_STRIDE, founders_from=train_names)
             by_id = {q.id: q for q in build_questions(cw)}
-            rows += warmstart_rows(cw, [by_id[qid] for qid in train_ids], tokenizer, _bm25(cw), topk, wrong_rate,
-                                   seed + 3 + i * COUNTERFACTUAL_SEED_STRIDE, skip_rate, counterfactual=i)
+            rows += warmstart_rows(cw, [by_id[qid] for qid in train_ids], tokenizer, _bm25(cw, train_entities), topk,
+                                   wrong_rate, seed + 3 + i * COUNTERFACTUAL_SEED_STRIDE, skip_rate, counterfactual=i,
+                                   people=train_people)
         logger.info("%d counterfactual copies of the training questions' facts for the warm start",
                     counterfactual_worlds)
     paths["warmstart_sft"] = _write_warmstart(rows, out / "warmstart_sft.parquet")

@@ -202,32 +202,77 @@ def build_questions(world: World) -> list[Question]:
     return qs
 
 
-def split_questions(questions: list[Question], test_fraction: float, seed: int) -> tuple[list[Question], list[Question]]:
-    """Hold out questions by *entity*: a seeded ``test_fraction`` of the entities is held out; a
-    question that involves a held-out entity (as its subject or as a two-hop bridge) goes to test,
-    every other question to train. So no training question mentions a held-out entity."""
-    if not 0.0 <= test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
-    rng = random.Random(seed + 1)
-    entities = sorted({e for q in questions for e in q.entities})
-    rng.shuffle(entities)
-    held = set(entities[: int(len(entities) * test_fraction)])
-    train = [q for q in questions if not (set(q.entities) & held)]
-    test = [q for q in questions if set(q.entities) & held]
-    return train, test
+SPLITS = ("train", "val", "test")
+
+
+def entity_groups(questions: list[Question]) -> list[list[str]]:
+    """The entities in groups that no question crosses: two entities named by one question (a
+    company and its founder) are in the same group. Sorted, so the result is a function of the
+    questions alone."""
+    parent: dict[str, str] = {}
+
+    def root(e: str) -> str:
+        while parent.setdefault(e, e) != e:
+            parent[e] = parent[parent[e]]
+            e = parent[e]
+        return e
+
+    for q in questions:
+        for other in q.entities[1:]:
+            parent[root(other)] = root(q.entities[0])
+        root(q.entities[0])
+    groups: dict[str, list[str]] = {}
+    for e in sorted(parent):
+        groups.setdefault(root(e), []).append(e)
+    return sorted(groups.values())
+
+
+def split_questions(questions: list[Question], test_fraction: float, seed: int,
+                    val_fraction: float = 0.0) -> dict[str, list[Question]]:
+    """Hold out questions by *entity*, in three splits: train, val (for design choices) and test
+    (scored at the end).
+
+    Entities are split in groups (``entity_groups``: a company together with its founder, a person
+    who founded nothing alone), a seeded ``test_fraction`` of the groups to test and
+    ``val_fraction`` to val. Every question lies inside one group, so it goes to that group's
+    split: no train question names a val or test entity, a two-hop test question goes through
+    held-out entities only (its company and its founder), and a test founder question's answer is
+    a held-out person.
+
+    Returns: ``{"train": [...], "val": [...], "test": [...]}`` in question order."""
+    for name, fraction in (("test_fraction", test_fraction), ("val_fraction", val_fraction)):
+        if not 0.0 <= fraction < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {fraction}")
+    if test_fraction + val_fraction >= 1.0:
+        raise ValueError(f"test_fraction + val_fraction must be < 1, got {test_fraction} + {val_fraction}")
+    groups = entity_groups(questions)
+    random.Random(seed + 1).shuffle(groups)
+    n_test, n_val = int(len(groups) * test_fraction), int(len(groups) * val_fraction)
+    split_of = {e: split for i, group in enumerate(groups) for e in group
+                for split in ["test" if i < n_test else "val" if i < n_test + n_val else "train"]}
+    out: dict[str, list[Question]] = {split: [] for split in SPLITS}
+    for q in questions:
+        out[split_of[q.entities[0]]].append(q)
+    return out
+
+
+def split_entities(splits: dict[str, list[Question]]) -> dict[str, set[str]]:
+    """The entities that the questions of each split name."""
+    return {split: {e for q in qs for e in q.entities} for split, qs in splits.items()}
 
 
 def write_world(world: World, questions: list[Question], out_dir: str, test_fraction: float = 0.2,
-                seed: int = 0) -> dict[str, str]:
-    """Write corpus.jsonl, train.jsonl and test.jsonl (QA lines as in data/qa) and world.json."""
+                seed: int = 0, val_fraction: float = 0.0) -> dict[str, str]:
+    """Write corpus.jsonl, train.jsonl, val.jsonl, test.jsonl (QA lines as in data/qa, with the
+    question's ``kind``) and world.json."""
     os.makedirs(out_dir, exist_ok=True)
-    train, test = split_questions(questions, test_fraction, seed)
-    paths = {"corpus": os.path.join(out_dir, "corpus.jsonl"), "train": os.path.join(out_dir, "train.jsonl"),
-             "test": os.path.join(out_dir, "test.jsonl"), "world": os.path.join(out_dir, "world.json")}
+    splits = split_questions(questions, test_fraction, seed, val_fraction)
+    paths = {"corpus": os.path.join(out_dir, "corpus.jsonl"), "world": os.path.join(out_dir, "world.json")}
     with open(paths["corpus"], "w", encoding="utf-8") as f:
         for row in world.paragraphs():
             f.write(json.dumps(row) + "\n")
-    for split, rows in (("train", train), ("test", test)):
+    for split, rows in splits.items():
+        paths[split] = os.path.join(out_dir, f"{split}.jsonl")
         with open(paths[split], "w", encoding="utf-8") as f:
             for q in rows:
                 f.write(json.dumps({"id": q.id, "question": q.question, "golden_answers": q.golden_answers,

@@ -21,7 +21,7 @@ def test_same_seed_same_world_and_files(tmp_path):
     assert w.build_world(seed=4).people != a.people
     pa = w.write_world(a, w.build_questions(a), str(tmp_path / "a"), seed=3)
     pb = w.write_world(b, w.build_questions(b), str(tmp_path / "b"), seed=3)
-    for key in ("corpus", "train", "test", "world"):
+    for key in ("corpus", "train", "val", "test", "world"):
         assert filecmp.cmp(pa[key], pb[key], shallow=False), key
 
 
@@ -33,16 +33,24 @@ def test_names_are_unique(small):
 
 def test_held_out_entities_never_appear_in_training_questions(small):
     world, questions = small
-    train, test = w.split_questions(questions, test_fraction=0.25, seed=7)
-    assert {q.id for q in train}.isdisjoint({q.id for q in test})
-    assert len(train) + len(test) == len(questions)
-    assert test and train
-    train_entities = {e for q in train for e in q.entities}
-    for q in test:
-        assert set(q.entities) - train_entities, q.id  # each test question involves an unseen entity
-    # Entities mentioned in the test split but not in training are really held out everywhere.
-    held = {e for q in test for e in q.entities} - train_entities
-    assert all(not (set(q.entities) & held) for q in train)
+    splits = w.split_questions(questions, test_fraction=0.25, seed=7, val_fraction=0.1)
+    train, val, test = splits["train"], splits["val"], splits["test"]
+    ids = [{q.id for q in part} for part in (train, val, test)]
+    assert ids[0].isdisjoint(ids[1]) and ids[0].isdisjoint(ids[2]) and ids[1].isdisjoint(ids[2])
+    assert len(train) + len(val) + len(test) == len(questions)
+    assert test and val and train
+    entities = w.split_entities(splits)
+    # no entity is named by questions of two splits: every val/test question is about held-out entities only
+    assert entities["train"].isdisjoint(entities["val"] | entities["test"])
+    assert entities["val"].isdisjoint(entities["test"])
+    # two-hop test questions go through held-out entities only: the company and its founder
+    two_hop = [q for q in test if q.kind == "founder_birthplace"]
+    assert two_hop and all(set(q.entities) <= entities["test"] and len(q.entities) == 2 for q in two_hop)
+    # 60 people and 30 companies, each company grouped with its founder: 30 pairs + 30 lone people
+    # = 60 groups; 25 % of them (15) are test, 10 % (6) val
+    assert len(w.entity_groups(questions)) == 60
+    n_test_groups = len({frozenset(g) for g in w.entity_groups(test)})
+    assert n_test_groups == 15 and len({frozenset(g) for g in w.entity_groups(val)}) == 6
     # Answers that name a person: the person is part of the question's entities (no leak via answers).
     for q in train:
         if q.kind == "founder":
@@ -91,7 +99,8 @@ def test_held_out_people_are_new_combinations_of_trained_words():
     practice worlds cover the rest) occur in training questions about other people, but never
     the whole name."""
     world = w.build_world(seed=0)
-    train, test = w.split_questions(w.build_questions(world), test_fraction=0.2, seed=0)
+    splits = w.split_questions(w.build_questions(world), test_fraction=0.2, seed=0)
+    train, test = splits["train"], splits["test"]
     train_text = " ".join(q.question for q in train)
     train_words = set(train_text.replace("?", "").split())
     people = {p.name for p in world.people}
