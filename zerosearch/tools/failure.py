@@ -15,7 +15,7 @@ not one round's: after every search round it keeps the outcomes of the last ``wi
    each failed search already spent its retries (seconds of backoff), so consecutive empty rounds
    mean the server stayed unreachable across separate moments. This stops a dead server after that
    many rounds however few searches they hold, where rule 1 would wait for ``min_requests``;
-3. garbage: the window holds at least ``min_requests`` answered searches (answered or malformed)
+3. garbage: the window holds at least ``min_requests`` replies (searches answered or malformed)
    and more than ``max_malformed_rate`` of them were malformed -> ``MalformedRepliesError`` (the
    server is up, but training on its replies is meaningless). The share is of the replies that
    arrived, so that outages do not dilute it.
