@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import shutil
 import sys
 import time
@@ -36,6 +37,7 @@ from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from zerosearch.miniature.baselines import kind_of_id
 from zerosearch.miniature.pipeline import (
     ServerHandle,
     StageError,
@@ -47,15 +49,23 @@ from zerosearch.miniature.pipeline import (
     stage_env,
     wait_healthy,
 )
+from zerosearch.miniature.stats import paired_difference, wilson_interval
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "configs" / "demo.yaml"
 # Warm-start parquet columns (zerosearch.miniature.data.WARMSTART_SFT_OVERRIDES, repeated here so the
 # orchestrator never imports the data module and its retrieval dependencies).
 WARMSTART_OVERRIDES = ("data.apply_chat_template=false", "data.prompt_key=prompt", "data.response_key=response")
-ROWS = (("warm_start", "warmstart"), ("sim_trained", "rl_sim"), ("real_trained", "rl_real"),
-        ("fixed_noise", "rl_fixed"))
+# Table rows in order: (row, the stage whose policy it scores; None for the policy-free baselines).
+ROWS = (("warm_start", "warmstart"), ("rag", "warmstart"), ("sim_trained", "rl_sim"), ("real_trained", "rl_real"),
+        ("fixed_noise", "rl_fixed"), ("majority", None), ("scripted", None))
+RL_ROWS = ("sim_trained", "real_trained", "fixed_noise")
 SCORES = ("em", "sub_em", "f1")
+KINDS = ("birthplace", "occupation", "founder", "headquarters", "founder_birthplace")
+# Paired comparisons written to results.json (each: mean EM difference on the same questions and the
+# half-width of its 95 % interval).
+COMPARISONS = (("sim_trained", "warm_start"), ("real_trained", "warm_start"), ("sim_trained", "rag"),
+               ("real_trained", "rag"), ("sim_trained", "real_trained"), ("sim_trained", "fixed_noise"))
 
 
 def load_demo_config(path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
@@ -74,26 +84,60 @@ def load_demo_config(path: str | Path, overrides: Sequence[str] = ()) -> DictCon
         raise ValueError(f"bad override for {path}: {e}") from e
 
 
-def _score_from_records(path: Path) -> dict[str, float]:
-    """Mean EM / SubEM / F1 over every evaluated question (micro average) from records.jsonl."""
+def _score_from_records(path: Path) -> dict[str, Any]:
+    """Mean EM / SubEM / F1 over every evaluated question (micro average) from records.jsonl, the
+    95 % Wilson interval of EM, EM per question kind, and the per-question EM by id (``per_id``,
+    for paired comparisons; not written to results.json)."""
     recs = read_jsonl(path)
     if not recs:
         raise StageError("eval", f"no records in {path}")
-    out = {k: math.fsum(float(r[k]) for r in recs) / len(recs) for k in SCORES}
+    out: dict[str, Any] = {k: math.fsum(float(r[k]) for r in recs) / len(recs) for k in SCORES}
     out["n"] = len(recs)
+    out["em_ci95"] = [round(x, 4) for x in wilson_interval(math.fsum(float(r["em"]) for r in recs), len(recs))]
     out["searches_per_question"] = math.fsum(float(r.get("num_searches", 0)) for r in recs) / len(recs)
+    by_kind: dict[str, list[float]] = {}
+    for r in recs:
+        by_kind.setdefault(kind_of_id(str(r["id"])), []).append(float(r["em"]))
+    out["em_by_kind"] = {k: {"em": math.fsum(v) / len(v), "n": len(v)} for k, v in sorted(by_kind.items())}
+    out["per_id"] = {str(r["id"]): float(r["em"]) for r in recs}
+    return out
+
+
+def comparisons(results: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Paired EM differences (``COMPARISONS``) of rows scored on the same questions:
+    ``{"A - B": {"em_diff", "ci95_half", "n"}}``."""
+    out = {}
+    for a, b in COMPARISONS:
+        if a in results and b in results:
+            ids = sorted(results[a]["per_id"])
+            if sorted(results[b]["per_id"]) != ids:
+                raise ValueError(f"{a} and {b} were scored on different questions")
+            diff, half = paired_difference([results[a]["per_id"][i] for i in ids],
+                                           [results[b]["per_id"][i] for i in ids])
+            out[f"{a} - {b}"] = {"em_diff": round(diff, 4), "ci95_half": round(half, 4), "n": len(ids)}
     return out
 
 
 def results_table(results: dict[str, Any]) -> str:
-    """Markdown table: one row per evaluated policy, EM / SubEM / F1 in [0, 1] and N."""
-    lines = ["| policy | EM | SubEM | F1 | N | searches/q |", "|---|---:|---:|---:|---:|---:|"]
+    """Markdown table: one row per policy or baseline: EM with its 95 % interval, SubEM, F1,
+    searches per question, then EM per question kind; scores in [0, 1]."""
+    head = ("| policy | EM [95 % CI] | SubEM | F1 | searches/q | "
+            + " | ".join(k.replace("founder_birthplace", "two-hop") for k in KINDS) + " | N |")
+    lines = [head, "|---|---:|---:|---:|---:|" + "---:|" * len(KINDS) + "---:|"]
     for row, _ in ROWS:
         if row in results:
             r = results[row]
-            lines.append(f"| {row} | {r['em']:.3f} | {r['sub_em']:.3f} | {r['f1']:.3f} | {r['n']} | "
-                         f"{r.get('searches_per_question', float('nan')):.2f} |")
+            lo, hi = r["em_ci95"]
+            kinds = " | ".join(f"{r['em_by_kind'][k]['em']:.2f}" if k in r["em_by_kind"] else "-" for k in KINDS)
+            lines.append(f"| {row} | {r['em']:.3f} [{lo:.2f}, {hi:.2f}] | {r['sub_em']:.3f} | {r['f1']:.3f} | "
+                         f"{r.get('searches_per_question', float('nan')):.2f} | {kinds} | {r['n']} |")
     return "\n".join(lines)
+
+
+def comparisons_text(comps: dict[str, dict[str, float]]) -> str:
+    """One line per paired comparison: ``A - B: +0.123 EM (95 % CI +0.05..+0.19)``."""
+    return "\n".join(f"{name}: {c['em_diff']:+.3f} EM (95 % CI {c['em_diff'] - c['ci95_half']:+.3f} .. "
+                     f"{c['em_diff'] + c['ci95_half']:+.3f}, n={c['n']})" for name, c in comps.items())
 
 
 class Demo:
@@ -111,6 +155,10 @@ class Demo:
         self.sim_port = int(cfg.servers.simulation_port) or free_port(self.host)
         while self.sim_port == self.retrieval_port:
             self.sim_port = free_port(self.host)
+        # the training paragraphs' own retrieval server, only for collecting the simulator's tuning rows
+        self.train_retrieval_port = free_port(self.host)
+        while self.train_retrieval_port in (self.retrieval_port, self.sim_port):
+            self.train_retrieval_port = free_port(self.host)
         self.timings: dict[str, float] = {}
         self.t0 = time.monotonic()
 
@@ -147,16 +195,18 @@ class Demo:
             cmd += ["--warmstart-questions", str(w.warmstart_questions)]
         self._run("world", cmd, 900)
 
-    def start_retrieval(self) -> None:
-        stage = "retrieval_server"
+    def start_retrieval(self, stage: str, corpus: str, port: int) -> ServerHandle:
+        """A retrieval server (BM25) over ``work/world/<corpus>`` on ``port``, once /health answers."""
         proc = self.runner.start(stage, [python(), "-m", "zerosearch.retrieval.server", "--corpus",
-                                         str(self.work / "world" / "corpus.jsonl"), "--host", self.host,
-                                         "--port", str(self.retrieval_port), "--log-level", "warning"],
+                                         str(self.work / "world" / corpus), "--host", self.host,
+                                         "--port", str(port), "--log-level", "warning"],
                                  env=stage_env(), cwd=str(REPO))
-        self.servers.append(ServerHandle("retrieval", proc=proc))
-        wait_healthy(f"http://{self.host}:{self.retrieval_port}/health", float(self.cfg.servers.start_timeout_s),
+        handle = ServerHandle(stage, proc=proc)
+        self.servers.append(handle)
+        wait_healthy(f"http://{self.host}:{port}/health", float(self.cfg.servers.start_timeout_s),
                      proc, stage, self.runner.log_path(stage))
-        print(f"  retrieval server ready on {self.host}:{self.retrieval_port}", flush=True)
+        print(f"  {stage} ready on {self.host}:{port} ({corpus})", flush=True)
+        return handle
 
     def tune_simulator(self) -> None:
         s = self.cfg.sim_tuning
@@ -164,7 +214,7 @@ class Demo:
         cmd = [python(), "-m", "zerosearch.simulation_tuning", "--seed", str(self.cfg.seed), "--topk",
                str(self.cfg.topk), "--collect-topk", str(s.collect_topk), "all", "--work-dir", str(work), "--questions",
                str(self.work / "world" / "train.jsonl"), "--backend", "wiki", "--wiki-host", self.host,
-               "--wiki-port", str(self.retrieval_port), "--model", str(self.work / "world" / "models" / "simulation"),
+               "--wiki-port", str(self.train_retrieval_port), "--model", str(self.work / "world" / "models" / "simulation"),
                "--device", "cpu", "--autocast-dtype", str(s.autocast_dtype), "--lr", str(s.lr), "--steps", str(s.steps),
                "--sft-batch-size", str(s.batch_size), "--micro-batch-size", str(s.batch_size),
                "--max-length", str(s.max_length), "--override", "trainer.logger=[jsonl]"]
@@ -215,6 +265,8 @@ class Demo:
         script = {"grpo": "train_grpo.sh", "reinforce": "train_reinforce.sh"}.get(str(r.algo))
         if script is None:
             raise ValueError(f"rl.algo must be grpo or reinforce, got {r.algo!r}")
+        if self._done(self.policy_path(stage), f"RL run {stage}"):
+            return
         cmd = ["bash", str(REPO / script), "MODEL_PATH", str(self.policy_path("warmstart")),
                "DATA_PATH", str(self.work / "world"), "TOTAL_STEPS", str(r.steps), "DEVICE", "cpu",
                "ROLLOUT_ENGINE", "hf", "SEARCH_MODE", search_mode, "IP", self.host, "PORT", str(self.sim_port),
@@ -240,12 +292,24 @@ class Demo:
                                                                           ("searches", "search/searches_per_row"),
                                                                           ("p_noisy", "search/p_noisy")]))
 
-    def evaluate(self, row: str, stage: str) -> dict[str, float]:
+    def _done(self, path: Path, what: str) -> bool:
+        """On resume, whether ``path`` (a finished stage's output) exists; says so when it does."""
+        if self.cfg.resume and path.exists():
+            print(f"  resume: {what} already done ({path})", flush=True)
+            return True
+        return False
+
+    def evaluate(self, row: str, stage: str, rag: bool = False) -> dict[str, Any]:
+        """Score the policy of ``stage`` on the evaluation split with the real retrieval server
+        (``rag``: the RAG baseline, one written search for the question, then the policy answers)."""
         e = self.cfg.eval
         out = self.out / "eval" / row
+        if self._done(out / "records.jsonl", f"evaluation {row}"):
+            return self._report(row, out / "records.jsonl")
+        turns = [] if rag else ["--max-turns", str(e.max_turns)]
         cmd = [python(), "-m", "zerosearch.evaluate", "--model", str(self.policy_path(stage)),
-               "--data", str(self.work / "world" / "test.parquet"), "--search-engine", "wiki", "--engine", "hf",
-               "--device", "cpu", "--batch-size", str(e.batch_size), "--max-turns", str(e.max_turns),
+               "--data", str(self.work / "world" / f"{e.split}.parquet"), "--search-engine", "wiki", "--engine", "hf",
+               "--device", "cpu", "--batch-size", str(e.batch_size), *turns, *(["--rag"] if rag else []),
                "--topk", str(self.cfg.topk), "--retriever-host", self.host,
                "--retriever-port", str(self.retrieval_port),
                "--seed", str(self.cfg.seed), "--out", str(out),
@@ -255,10 +319,27 @@ class Demo:
         if e.limit is not None:
             cmd += ["--limit", str(e.limit)]
         self._run(f"eval_{row}", cmd, float(e.timeout_s))
-        score = _score_from_records(out / "records.jsonl")
-        print(f"  {row}: EM {score['em']:.3f} SubEM {score['sub_em']:.3f} F1 {score['f1']:.3f} (n={score['n']})",
-              flush=True)
+        return self._report(row, out / "records.jsonl")
+
+    @staticmethod
+    def _report(row: str, records: Path) -> dict[str, Any]:
+        score = _score_from_records(records)
+        lo, hi = score["em_ci95"]
+        print(f"  {row}: EM {score['em']:.3f} [{lo:.2f}, {hi:.2f}] SubEM {score['sub_em']:.3f} F1 {score['f1']:.3f} "
+              f"(n={score['n']})", flush=True)
         return score
+
+    def baselines(self) -> dict[str, dict[str, Any]]:
+        """The policy-free baselines on the evaluation split: majority answer per kind and the
+        scripted reader (``zerosearch.miniature.baselines``)."""
+        out = self.out / "eval"
+        if not all(self._done(out / name / "records.jsonl", f"baseline {name}") for name in ("majority", "scripted")):
+            self._run("eval_baselines", [python(), "-m", "zerosearch.miniature.baselines", "--world",
+                                         str(self.work / "world"), "--split", str(self.cfg.eval.split), "--out", str(out),
+                                         "--retriever-host", self.host, "--retriever-port", str(self.retrieval_port),
+                                         "--topk", str(self.cfg.topk), "--max-turns", str(self.cfg.eval.max_turns)],
+                      float(self.cfg.eval.timeout_s))
+        return {name: self._report(name, out / name / "records.jsonl") for name in ("majority", "scripted")}
 
     def plot(self, stage: str) -> None:
         run_dir = self.work / "rl" / stage
@@ -270,12 +351,18 @@ class Demo:
             print(f"  warning: {e}", flush=True)
 
     def write_results(self, results: dict[str, Any]) -> None:
+        """results.json (rows without their per-question scores, comparisons, timings, config),
+        results.md (the table and the comparisons) and the PNG curves."""
+        results["comparisons"] = comparisons(results)
+        results["split"] = str(self.cfg.eval.split)
         results["wall_seconds"] = round(time.monotonic() - self.t0, 1)
         results["stage_seconds"] = {k: round(v, 1) for k, v in self.timings.items()}
         results["config"] = OmegaConf.to_container(self.cfg, resolve=True)
-        (self.out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-        table = results_table(results)
-        (self.out / "results.md").write_text(table + "\n", encoding="utf-8")
+        written = {k: ({kk: vv for kk, vv in v.items() if kk != "per_id"} if isinstance(v, dict) else v)
+                   for k, v in results.items()}
+        (self.out / "results.json").write_text(json.dumps(written, indent=2) + "\n", encoding="utf-8")
+        (self.out / "results.md").write_text(results_table(results) + "\n\n" + comparisons_text(results["comparisons"])
+                                             + "\n", encoding="utf-8")
         self._comparison_plot(results)
 
     def _comparison_plot(self, results: dict[str, Any]) -> None:
@@ -292,13 +379,15 @@ class Demo:
             ax.bar([i + k * width for i in range(len(rows))], [results[r][key] for r in rows], width, label=key)
         ax.set_xticks([i + width for i in range(len(rows))], rows)
         ax.set_ylim(0, 1)
-        ax.set_title("held-out questions, real retrieval server")
+        ax.set_title(f"{self.cfg.eval.split} questions, real retrieval server")
         ax.legend()
         fig.tight_layout()
         fig.savefig(self.out / "scores.png", dpi=100)
         plt.close(fig)
         fig, ax = plt.subplots(figsize=(7, 4))
-        for row, stage in ROWS[1:]:
+        for row, stage in ROWS:
+            if row not in RL_ROWS:
+                continue
             logged = read_jsonl(self.work / "rl" / stage / "logs" / "metrics.jsonl")
             steps = [r for r in logged if "critic/score/mean" in r]
             if steps:
@@ -317,48 +406,57 @@ class Demo:
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg), encoding="utf-8")
         results: dict[str, Any] = {}
-        r = self.cfg.rl
+        r, e = self.cfg.rl, self.cfg.eval
         try:
-            self.banner("1/8 synthetic world, tokenizer, tiny models, warm-start demonstrations")
+            self.banner("1/9 synthetic world, tokenizer, tiny models, warm-start demonstrations")
             if self.cfg.resume and (self.work / "world" / "warmstart_sft.parquet").is_file():
                 print(f"  resume: reusing {self.work / 'world'}", flush=True)
             else:
                 self.build_world()
-            self.banner(f"2/8 real retrieval server (BM25 over the world corpus) on port {self.retrieval_port}")
-            self.start_retrieval()
-            self.banner("3/8 simulation model: collect real results, label, build, tune")
+            self.banner("2/9 retrieval servers (BM25): the training paragraphs (for the simulator's tuning rows) "
+                        f"on port {self.train_retrieval_port}, the whole corpus (the real search engine) "
+                        f"on port {self.retrieval_port}")
+            train_server = self.start_retrieval("train_retrieval_server", "corpus_train.jsonl",
+                                                self.train_retrieval_port)
+            self.start_retrieval("retrieval_server", "corpus.jsonl", self.retrieval_port)
+            self.banner("3/9 simulation model: collect real results for training questions, label, build, tune")
             self.tune_simulator()
-            self.banner(f"4/8 serving the simulator ({self.cfg.servers.sim_engine}) on port {self.sim_port}, "
+            train_server.stop()
+            self.banner(f"4/9 serving the simulator ({self.cfg.servers.sim_engine}) on port {self.sim_port}, "
                         "meanwhile the policy warm start (SFT on format demonstrations)")
             launcher = self.start_simulator()
             self.warm_start()
             self.runner.wait("sim_server_launch", launcher, float(self.cfg.servers.start_timeout_s))
-            self.banner("5/8 evaluating the warm start on held-out questions (real retrieval server)")
+            self.banner(f"5/9 baselines on the {e.split} questions (real retrieval server): the warm start, "
+                        "RAG (the warm start after one written search for the question), majority answer, "
+                        "scripted reader")
             results["warm_start"] = self.evaluate("warm_start", "warmstart")
-            self.banner(f"6/8 RL ({r.algo}) against the SIMULATED search, curriculum p_noisy "
+            results["rag"] = self.evaluate("rag", "warmstart", rag=True)
+            results.update(self.baselines())
+            self.banner(f"6/9 RL ({r.algo}) against the SIMULATED search, curriculum p_noisy "
                         f"{r.start_threshold} -> {r.end_threshold}")
             self.train_rl("rl_sim", "simulate_sft", r.start_threshold, r.end_threshold)
             results["sim_trained"] = self.evaluate("sim_trained", "rl_sim")
-            self.banner(f"7/8 RL ({r.algo}) against the REAL retrieval server (the Search-R1 arm)")
+            self.banner(f"7/9 RL ({r.algo}) against the REAL retrieval server (the Search-R1 arm)")
             self.train_rl("rl_real", "wiki", 0.0, 0.0)
             results["real_trained"] = self.evaluate("real_trained", "rl_real")
             if r.run_fixed_noise_ablation:
-                self.banner(f"8/8 ablation: simulated search with a FIXED p_noisy = {r.end_threshold}")
+                self.banner(f"8/9 ablation: simulated search with a FIXED p_noisy = {r.end_threshold}")
                 self.train_rl("rl_fixed", "simulate_sft", r.end_threshold, r.end_threshold)
                 results["fixed_noise"] = self.evaluate("fixed_noise", "rl_fixed")
         finally:
             for server in reversed(self.servers):
                 server.stop()
-        for _, stage in ROWS[1:]:
-            if (self.work / "rl" / stage).is_dir():
+        self.banner("9/9 table and curves")
+        for row, stage in ROWS:
+            if row in RL_ROWS and (self.work / "rl" / stage).is_dir():
                 self.plot(stage)
         self.write_results(results)
         self.banner(f"done in {fmt_seconds(results['wall_seconds'])}")
-        print("\nHeld-out questions, real retrieval server (EM / SubEM / F1 in [0, 1]):\n", flush=True)
+        print(f"\n{e.split} questions (held out by entity), real retrieval server; EM / SubEM / F1 in [0, 1]:\n",
+              flush=True)
         print(results_table(results), flush=True)
-        lift = results["sim_trained"]["em"] - results["warm_start"]["em"]
-        gap = results["sim_trained"]["em"] - results["real_trained"]["em"]
-        print(f"\nRL lift (sim_trained - warm_start EM): {lift:+.3f}; sim - real EM: {gap:+.3f}", flush=True)
+        print("\nPaired differences on the same questions:\n" + comparisons_text(results["comparisons"]), flush=True)
         print(f"results: {self.out / 'results.json'}, {self.out / 'results.md'}; curves: {self.out}/*.png, "
               f"{self.out / 'plots'}; logs: {self.logs}", flush=True)
         return results
@@ -378,8 +476,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         Demo(cfg).run()
     except StageError as e:
         print(f"zerosearch.demo: {e}", file=sys.stderr)
+        print(f"zerosearch.demo: to go on from this stage, keeping what finished:\n"
+              f"  {resume_command(args.config, args.overrides)}", file=sys.stderr)
         return 1
     return 0
+
+
+def resume_command(config: str, overrides: Sequence[str]) -> str:
+    """The command that resumes a failed demo with the same settings (``resume=true``)."""
+    args = ["python", "-m", "zerosearch.demo"]
+    if Path(config).resolve() != DEFAULT_CONFIG.resolve():
+        args += ["--config", config]
+    args += [o for o in overrides if not o.startswith("resume=")] + ["resume=true"]
+    return shlex.join(args)
 
 
 if __name__ == "__main__":

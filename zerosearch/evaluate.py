@@ -3,7 +3,7 @@
     python -m zerosearch.evaluate --model HF_DIR --data data/qa/nq.jsonl data/qa/bamboogle.jsonl \\
         --search-engine wiki [--engine hf|vllm] [--device cpu|cuda] [--batch-size 32] [--max-turns N]
         [--topk K] [--retriever-host H --retriever-port P] [--sim-host H --sim-port P --sim-model M]
-        [--limit N] [--seed S] [--temperature T] [--google-cache-dir DIR] [--out DIR]
+        [--limit N] [--seed S] [--temperature T] [--google-cache-dir DIR] [--out DIR] [--rag]
         [--override KEY=VALUE ...]
 
 A checkpoint (Hugging Face folder) x benchmarks (parquet in the training schema, or QA jsonl such as
@@ -21,6 +21,11 @@ It is built from the training stack, so evaluation sees what validation sees:
   ``--temperature`` > 0), generated in this process by ``HFRollout`` or ``VLLMRollout``;
 - scores come from ``NaiveRewardManager`` with ``zerosearch.reward.compute_score`` on the tokens
   the policy sampled (observations are never scored).
+
+``--rag`` evaluates the retrieval-augmented baseline of the paper's tables with the same checkpoint
+and backend: the first turn is not generated but written as a search for the question itself
+(``<search> QUESTION </search>``), and after its documents the model answers (one search round,
+``max_turns`` 1).
 
 Reproducibility: greedy runs are deterministic; sampled runs seed each generation call from
 ``--seed`` and the call's position. Search results are cached: the in-memory LRU
@@ -225,6 +230,41 @@ class SeededGenerate:
         return self.generate(prompts, sampling)
 
 
+class RagFirstTurn:
+    """``generate`` for the RAG baseline: a context with no observation yet (the first turn) gets
+    ``<search> QUESTION </search>`` (the question as the policy prompt states it) instead of a
+    generation; every later turn is ``generate``'s. Log-probs of the written turn are 0."""
+
+    QUESTION_MARK = "Question: "
+
+    def __init__(self, generate: GenerateFn, tokenizer: Any) -> None:
+        self.generate, self.tokenizer = generate, tokenizer
+
+    def first_turn(self, context: str) -> str | None:
+        """The written first turn for ``context`` (decoded prompt + response so far), or None when
+        the context already holds an observation (a later turn)."""
+        at = context.rfind(self.QUESTION_MARK)
+        if at < 0:
+            raise ValueError(f"RagFirstTurn: no '{self.QUESTION_MARK}' in the prompt: {context[-200:]!r}")
+        tail = context[at + len(self.QUESTION_MARK):]
+        if "<information>" in tail:
+            return None
+        return f"<search> {tail.split(chr(10), 1)[0].strip()} </search>"
+
+    def __call__(self, prompts: list[list[int]], sampling: SamplingConfig) -> list[GenerationOutput]:
+        texts = [self.first_turn(self.tokenizer.decode(p, skip_special_tokens=False)) for p in prompts]
+        later = [i for i, t in enumerate(texts) if t is None]
+        generated = iter(self.generate([prompts[i] for i in later], sampling) if later else [])
+        out: list[GenerationOutput] = []
+        for text in texts:
+            if text is None:
+                out.append(next(generated))
+            else:
+                ids = list(self.tokenizer.encode(text, add_special_tokens=False))
+                out.append(GenerationOutput(token_ids=ids, log_probs=[0.0] * len(ids), finish_reason="stop"))
+        return out
+
+
 class AnswerRecorder:
     """``compute_score`` for the reward manager that also remembers each scored answer, in order."""
 
@@ -290,6 +330,7 @@ def evaluate(
     generate: GenerateFn | None = None,
     search_tool: SearchTool | None = None,
     progress: bool = True,
+    rag: bool = False,
     **options: Any,
 ) -> dict[str, dict[str, float]]:
     """Evaluate ``model_path`` on ``data_files`` with ``search_engine``; write the outputs to ``out_dir``.
@@ -306,6 +347,8 @@ def evaluate(
             (scripted engines in tests, an engine already in memory).
         search_tool: a ready search tool instead of one built from ``retriever.*``.
         progress: show a progress bar over batches.
+        rag: the retrieval-augmented baseline (``RagFirstTurn``; one search round: ``max_turns``
+            must be 1 or unset).
         **options: the other ``build_config`` arguments (batch_size, max_turns, topk,
             retriever_host, retriever_port, sim_host, sim_port, sim_model, seed, temperature,
             google_cache_dir, overrides, config_dir).
@@ -323,6 +366,10 @@ def evaluate(
     from verl.utils.model import load_tokenizer
     from zerosearch.agent import SearchAgentLoop
 
+    if rag:
+        if options.get("max_turns") not in (None, 1):
+            raise EvaluationInputError(f"--rag searches once: max_turns must be 1 or unset, got {options['max_turns']}")
+        options["max_turns"] = 1
     cfg = build_config(str(model_path), data_files, search_engine, out_dir, engine=engine, device=device, **options)
     rollout_cfg = cfg.actor_rollout_ref.rollout
     n_samples = int(rollout_cfg.val_kwargs.n)
@@ -345,6 +392,8 @@ def evaluate(
     if generate is None:
         rollout = build_engine(cfg, tokenizer)
         generate = rollout.generate
+    if rag:
+        generate = RagFirstTurn(generate, tokenizer)
     seeded = SeededGenerate(generate, seed)
     agent = SearchAgentLoop(cfg, tokenizer, val_search_tool=search_tool)
     recorder = AnswerRecorder()
@@ -384,6 +433,7 @@ def evaluate(
         "device": device,
         "seed": seed,
         "limit": limit,
+        "rag": rag,
         "trajectories": len(records),
         "generate_calls": seeded.calls,
         "seconds": round(seconds, 3),
@@ -423,6 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--override", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="any key of configs/zerosearch_trainer.yaml (Hydra syntax); the flags above win")
     parser.add_argument("--config-dir", default=None, help=f"Hydra config folder (default {DEFAULT_CONFIG_DIR})")
+    parser.add_argument("--rag", action="store_true",
+                        help="RAG baseline: search the question once (written, not generated), then the model answers")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -438,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
             topk=args.topk, retriever_host=args.retriever_host, retriever_port=args.retriever_port,
             sim_host=args.sim_host, sim_port=args.sim_port, sim_model=args.sim_model, seed=args.seed,
             temperature=args.temperature, google_cache_dir=args.google_cache_dir, overrides=args.override,
-            config_dir=args.config_dir,
+            config_dir=args.config_dir, rag=args.rag,
         )
     except EvaluationInputError as e:
         parser.error(str(e))
