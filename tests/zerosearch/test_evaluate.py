@@ -337,3 +337,31 @@ def test_vllm_engine_on_cpu_via_cli(tiny_model, wiki_server, tmp_path):
     expected_ids = [r["id"] for r in read_jsonl(HOTPOT)[:2]] + [r["id"] for r in read_jsonl(BAMBOO)[:2]]
     check_outputs(out, expected_ids)
     assert json.loads((out / "run.json").read_text())["engine"] == "vllm"
+
+
+def test_rag_first_turn_writes_the_search_and_passes_later_turns_on():
+    from verl.workers.rollout.base import GenerationOutput, SamplingConfig
+    from zerosearch.evaluate import RagFirstTurn
+
+    class CharTokenizer:  # one id per character, so the test needs no model
+        def encode(self, text, add_special_tokens=False):
+            return [ord(c) for c in text]
+
+        def decode(self, ids, skip_special_tokens=False):
+            return "".join(chr(i) for i in ids)
+
+    calls = []
+
+    def model(prompts, sampling):
+        calls.append(len(prompts))
+        return [GenerationOutput([ord("x")], [-0.5], "stop") for _ in prompts]
+
+    tok = CharTokenizer()
+    rag = RagFirstTurn(model, tok)
+    first = tok.encode("Instruction ... between <information> and </information>. Question: Who founded Zimra Works?\n")
+    later = first + tok.encode("<search> Who founded Zimra Works? </search>\n\n<information>Doc 1: x</information>\n\n")
+    out = rag([first, later], SamplingConfig(max_new_tokens=8))
+    # the instruction's own mention of <information> does not count as an observation
+    assert tok.decode(out[0].token_ids) == "<search> Who founded Zimra Works? </search>"
+    assert out[0].log_probs == [0.0] * len(out[0].token_ids)
+    assert out[1].token_ids == [ord("x")] and calls == [1]

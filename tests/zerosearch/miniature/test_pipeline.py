@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from zerosearch.demo import DEFAULT_CONFIG, _score_from_records, load_demo_config, results_table
+from zerosearch.demo import (DEFAULT_CONFIG, _score_from_records, comparisons, load_demo_config, results_table,
+                             resume_command)
 from zerosearch.miniature.pipeline import StageError, StageRunner, last_log_line, wait_healthy
 
 
@@ -22,17 +23,39 @@ def test_config_loads_and_rejects_unknown_keys():
 
 def test_scores_are_micro_averages_over_records(tmp_path):
     recs = [  # 3 one-hop + 1 two-hop: micro average, not the mean of the two sources
-        {"data_source": "a", "em": 1.0, "sub_em": 1.0, "f1": 1.0, "num_searches": 1},
-        {"data_source": "a", "em": 0.0, "sub_em": 1.0, "f1": 0.5, "num_searches": 2},
-        {"data_source": "a", "em": 0.0, "sub_em": 0.0, "f1": 0.0, "num_searches": 0},
-        {"data_source": "b", "em": 1.0, "sub_em": 1.0, "f1": 1.0, "num_searches": 1},
+        {"id": "birthplace-A", "data_source": "a", "em": 1.0, "sub_em": 1.0, "f1": 1.0, "num_searches": 1},
+        {"id": "birthplace-B", "data_source": "a", "em": 0.0, "sub_em": 1.0, "f1": 0.5, "num_searches": 2},
+        {"id": "occupation-A", "data_source": "a", "em": 0.0, "sub_em": 0.0, "f1": 0.0, "num_searches": 0},
+        {"id": "founder_birthplace-C", "data_source": "b", "em": 1.0, "sub_em": 1.0, "f1": 1.0, "num_searches": 1},
     ]
     path = tmp_path / "records.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
     score = _score_from_records(path)
-    assert score == {"em": 0.5, "sub_em": 0.75, "f1": 0.625, "n": 4, "searches_per_question": 1.0}
+    assert {k: score[k] for k in ("em", "sub_em", "f1", "n", "searches_per_question")} == \
+        {"em": 0.5, "sub_em": 0.75, "f1": 0.625, "n": 4, "searches_per_question": 1.0}
+    assert score["em_by_kind"] == {"birthplace": {"em": 0.5, "n": 2}, "founder_birthplace": {"em": 1.0, "n": 1},
+                                   "occupation": {"em": 0.0, "n": 1}}
+    # Wilson 95 % interval of 2 of 4: centre (0.5 + 1.9208/4) / (1 + 3.8415/4) = 0.5, half-width 0.3505
+    assert score["em_ci95"] == pytest.approx([0.1500, 0.8500], abs=1e-4)
     table = results_table({"warm_start": score, "wall_seconds": 1.0})
-    assert "| warm_start | 0.500 | 0.750 | 0.625 | 4 | 1.00 |" in table
+    assert "| warm_start | 0.500 [0.15, 0.85] | 0.750 | 0.625 | 1.00 | 0.50 | 0.00 | - | - | 1.00 | 4 |" in table
+
+
+def test_comparisons_pair_questions_by_id():
+    a = {"per_id": {"q1": 1.0, "q2": 1.0, "q3": 0.0, "q4": 1.0}}
+    b = {"per_id": {"q4": 0.0, "q3": 0.0, "q2": 1.0, "q1": 0.0}}  # another order: paired by id
+    comps = comparisons({"sim_trained": a, "rag": b})
+    # d = [1, 0, 0, 1]: mean 0.5, sample sd sqrt(1/3), half-width 1.96 * sqrt(1/3) / 2 = 0.5658
+    assert comps["sim_trained - rag"] == {"em_diff": 0.5, "ci95_half": pytest.approx(0.5658, abs=1e-4), "n": 4}
+    assert set(comps) == {"sim_trained - rag"}  # only the pairs whose both rows exist
+    with pytest.raises(ValueError, match="different questions"):
+        comparisons({"sim_trained": a, "real_trained": {"per_id": {"q1": 1.0}}})
+
+
+def test_resume_command_keeps_the_overrides():
+    assert resume_command(str(DEFAULT_CONFIG), ["seed=1", "resume=false"]) == \
+        "python -m zerosearch.demo seed=1 resume=true"
+    assert resume_command("my.yaml", []) == "python -m zerosearch.demo --config my.yaml resume=true"
 
 
 def test_stage_failure_names_the_log_and_timeout_stops_the_child(tmp_path):
