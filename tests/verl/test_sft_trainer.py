@@ -106,6 +106,21 @@ def test_gradient_accumulation_matches_one_big_micro_batch(model_dir, data_file,
         torch.testing.assert_close(pa_.grad, pb.grad, rtol=1e-4, atol=1e-7, msg=name)
 
 
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
+def test_rows_sorted_by_length_give_the_same_gradient(model_dir, data_file, tmp_path):
+    a = SFTTrainer(_config(model_dir, data_file, tmp_path / "a", **{"data.micro_batch_size": 4,
+                                                                     "data.sort_by_length": False}))
+    b = SFTTrainer(_config(model_dir, data_file, tmp_path / "b", **{"data.micro_batch_size": 2,
+                                                                     "data.sort_by_length": True}))
+    a.optimizer.step = b.optimizer.step = lambda: None
+    batch = [0, 1, 2, 3]  # lengths differ (PAIRS), so sorting regroups the micro-batches
+    assert sorted(batch, key=b._row_length) != batch
+    la, lb = a.train_step(batch)["train/loss"], b.train_step(batch)["train/loss"]
+    assert la == pytest.approx(lb, rel=1e-5)
+    for (name, pa_), (_, pb) in zip(a.model.named_parameters(), b.model.named_parameters()):
+        torch.testing.assert_close(pa_.grad, pb.grad, rtol=1e-4, atol=1e-7, msg=name)
+
+
 def test_resume_continues_the_same_run(model_dir, data_file, tmp_path):
     run_sft(_config(model_dir, data_file, tmp_path / "straight"))
     # Same run cut after 2 steps (checkpoint at the end), then resumed for steps 3-4.

@@ -168,6 +168,8 @@ class SFTTrainer:
         self.val_ds = SFTDataset(config.data.val_files, self.tokenizer, config.data) if config.data.val_files else None
         self.bs = int(config.data.train_batch_size)
         self.micro = int(config.data.micro_batch_size)
+        self.sort_by_length = bool(config.data.sort_by_length)
+        self._lengths: dict[int, int] = {}
         if self.bs % self.micro:
             raise ValueError(f"data.train_batch_size={self.bs} must be a multiple of data.micro_batch_size={self.micro}")
         if len(self.train_ds) < self.bs:
@@ -184,6 +186,12 @@ class SFTTrainer:
         self.scheduler = build_lr_scheduler(self.optimizer, optim_cfg)
         self.ckpt = CheckpointManager(config.trainer.default_local_dir, int(config.trainer.max_ckpt_to_keep))
         self.step = 0
+
+    def _row_length(self, index: int) -> int:
+        """Real tokens of training row ``index`` (cached)."""
+        if index not in self._lengths:
+            self._lengths[index] = int(self.train_ds[index]["attention_mask"].sum())
+        return self._lengths[index]
 
     def _batch(self, indices: list[int], ds) -> dict[str, torch.Tensor]:
         """Rows ``indices`` of ``ds`` stacked to (b, L') tensors, L' = the longest row of the batch
@@ -224,6 +232,8 @@ class SFTTrainer:
     def train_step(self, indices: list[int]) -> dict[str, float]:
         """One optimizer step over ``indices`` (mean token loss over the whole step's response tokens)."""
         self.model.train()
+        if self.sort_by_length:  # the same step, cut into micro-batches of similar lengths: less padding
+            indices = sorted(indices, key=self._row_length)
         batches = [self._batch(indices[i:i + self.micro], self.train_ds) for i in range(0, len(indices), self.micro)]
         n_tokens = sum(int(b["loss_mask"][:, 1:].sum()) for b in batches)
         self.optimizer.zero_grad(set_to_none=True)
