@@ -23,9 +23,9 @@ It is built from the training stack, so evaluation sees what validation sees:
   the policy sampled (observations are never scored).
 
 ``--rag`` evaluates the retrieval-augmented baseline of the paper's tables with the same checkpoint
-and backend: the first turn is not generated but written as a search for the question itself
-(``<search> QUESTION </search>``), and after its documents the model answers (one search round,
-``max_turns`` 1).
+and backend: in the first turn the model's action is replaced by a search for the question itself
+(``<search> QUESTION </search>``, after the model's own first ``<think>``), and after its documents
+the model answers (one search round, ``max_turns`` 1).
 
 Reproducibility: greedy runs are deterministic; sampled runs seed each generation call from
 ``--seed`` and the call's position. Search results are cached: the in-memory LRU
@@ -231,37 +231,47 @@ class SeededGenerate:
 
 
 class RagFirstTurn:
-    """``generate`` for the RAG baseline: a context with no observation yet (the first turn) gets
-    ``<search> QUESTION </search>`` (the question as the policy prompt states it) instead of a
-    generation; every later turn is ``generate``'s. Log-probs of the written turn are 0."""
+    """``generate`` for the RAG baseline. In the first turn (a context with no observation yet) the
+    model writes its first thought as usual, but its action is replaced: the turn becomes its
+    ``<think> ... </think>`` (when it wrote one) followed by ``<search> QUESTION </search>``, the
+    question as the policy prompt states it. Every later turn is the model's own. Log-probs of the
+    first turn are 0 (nothing is trained on them)."""
 
     QUESTION_MARK = "Question: "
 
     def __init__(self, generate: GenerateFn, tokenizer: Any) -> None:
         self.generate, self.tokenizer = generate, tokenizer
 
-    def first_turn(self, context: str) -> str | None:
-        """The written first turn for ``context`` (decoded prompt + response so far), or None when
-        the context already holds an observation (a later turn)."""
+    def question(self, context: str) -> str | None:
+        """The question of ``context`` (decoded prompt + response so far), or None when the context
+        already holds an observation (a later turn)."""
         at = context.rfind(self.QUESTION_MARK)
         if at < 0:
             raise ValueError(f"RagFirstTurn: no '{self.QUESTION_MARK}' in the prompt: {context[-200:]!r}")
         tail = context[at + len(self.QUESTION_MARK):]
         if "<information>" in tail:
             return None
-        return f"<search> {tail.split(chr(10), 1)[0].strip()} </search>"
+        return tail.split("\n", 1)[0].strip()
+
+    @staticmethod
+    def first_turn(generated: str, question: str) -> str:
+        """The model's leading ``<think> ... </think>`` of ``generated`` (if any), then the search."""
+        text = generated.lstrip()
+        end = text.find("</think>")
+        thought = text[: end + len("</think>")] + "\n" if text.startswith("<think>") and end >= 0 else ""
+        return f"{thought}<search> {question} </search>"
 
     def __call__(self, prompts: list[list[int]], sampling: SamplingConfig) -> list[GenerationOutput]:
-        texts = [self.first_turn(self.tokenizer.decode(p, skip_special_tokens=False)) for p in prompts]
-        later = [i for i, t in enumerate(texts) if t is None]
-        generated = iter(self.generate([prompts[i] for i in later], sampling) if later else [])
+        questions = [self.question(self.tokenizer.decode(p, skip_special_tokens=False)) for p in prompts]
+        generated = self.generate(prompts, sampling)
         out: list[GenerationOutput] = []
-        for text in texts:
-            if text is None:
-                out.append(next(generated))
-            else:
-                ids = list(self.tokenizer.encode(text, add_special_tokens=False))
-                out.append(GenerationOutput(token_ids=ids, log_probs=[0.0] * len(ids), finish_reason="stop"))
+        for question, gen in zip(questions, generated):
+            if question is None:
+                out.append(gen)
+                continue
+            text = self.first_turn(self.tokenizer.decode(gen.token_ids, skip_special_tokens=True), question)
+            ids = list(self.tokenizer.encode(text, add_special_tokens=False))
+            out.append(GenerationOutput(token_ids=ids, log_probs=[0.0] * len(ids), finish_reason="stop"))
         return out
 
 

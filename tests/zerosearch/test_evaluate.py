@@ -350,18 +350,22 @@ def test_rag_first_turn_writes_the_search_and_passes_later_turns_on():
         def decode(self, ids, skip_special_tokens=False):
             return "".join(chr(i) for i in ids)
 
+    tok = CharTokenizer()
     calls = []
 
     def model(prompts, sampling):
         calls.append(len(prompts))
-        return [GenerationOutput([ord("x")], [-0.5], "stop") for _ in prompts]
+        return [GenerationOutput(tok.encode("<think> I know it. </think>\n<answer> Kelvar </answer>"), [-0.5] * 53,
+                                 "stop"), GenerationOutput([ord("x")], [-0.5], "stop")][: len(prompts)]
 
-    tok = CharTokenizer()
     rag = RagFirstTurn(model, tok)
     first = tok.encode("Instruction ... between <information> and </information>. Question: Who founded Zimra Works?\n")
     later = first + tok.encode("<search> Who founded Zimra Works? </search>\n\n<information>Doc 1: x</information>\n\n")
     out = rag([first, later], SamplingConfig(max_new_tokens=8))
-    # the instruction's own mention of <information> does not count as an observation
-    assert tok.decode(out[0].token_ids) == "<search> Who founded Zimra Works? </search>"
+    # the instruction's own mention of <information> does not count as an observation; the model's
+    # thought is kept, its answer replaced by the search for the question
+    assert tok.decode(out[0].token_ids) == "<think> I know it. </think>\n<search> Who founded Zimra Works? </search>"
     assert out[0].log_probs == [0.0] * len(out[0].token_ids)
-    assert out[1].token_ids == [ord("x")] and calls == [1]
+    assert out[1].token_ids == [ord("x")] and out[1].log_probs == [-0.5] and calls == [2]
+    # no thought: the search alone
+    assert RagFirstTurn.first_turn("<answer> Kelvar </answer>", "Q?") == "<search> Q? </search>"
