@@ -216,7 +216,7 @@ class Demo:
                str(self.work / "world" / "train.jsonl"), "--backend", "wiki", "--wiki-host", self.host,
                "--wiki-port", str(self.train_retrieval_port), "--model", str(self.work / "world" / "models" / "simulation"),
                "--device", "cpu", "--autocast-dtype", str(s.autocast_dtype), "--lr", str(s.lr), "--steps", str(s.steps),
-               "--sft-batch-size", str(s.batch_size), "--micro-batch-size", str(s.batch_size),
+               "--sft-batch-size", str(s.batch_size), "--micro-batch-size", str(s.micro_batch_size),
                "--max-length", str(s.max_length), "--override", "trainer.logger=[jsonl]"]
         if s.limit is not None:
             cmd += ["--limit", str(s.limit)]
