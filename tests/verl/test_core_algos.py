@@ -155,15 +155,107 @@ def test_reinforce_plus_plus_matches_a_plain_loop():
     for i in range(r.shape[0]):
         running = 0.0
         for t in reversed(range(r.shape[1])):
-            running = r[i, t] + gamma * running
-            ref_ret[i, t] = running
-            if m[i, t] == 0:
-                running = 0.0
+            if m[i, t] == 1:  # only policy tokens are steps; the 0.3 on row 1's padding is not credited
+                running = r[i, t] + gamma * running
+                ref_ret[i, t] = running
     adv, ret = ca.compute_reinforce_plus_plus_outcome_advantage(rewards, mask, gamma=gamma)
     np.testing.assert_allclose(ret.numpy(), ref_ret, atol=1e-12)
     np.testing.assert_allclose(adv.numpy(), np_whiten(ref_ret, m) * m, atol=1e-7)
     # row 0 by hand: G3 = 1, G2 = 0.9 * 1, G1 = 0.5 + 0.9 * 0.9, G0 = 0.9 * G1
     assert ret[0].tolist() == pytest.approx([0.9 * (0.5 + 0.81), 0.5 + 0.81, 0.9, 1.0])
+
+
+# ----------------------------------------------------------------------------- masks with holes
+# A multi-turn trajectory: policy tokens, an <information> block (mask 0), policy tokens, padding.
+# Mask 0 inside a response is an observation, never the end of the episode.
+HOLE = [1.0, 1.0, 0.0, 0.0, 1.0, 1.0]
+
+
+def test_reinforce_plus_plus_carries_the_return_across_an_observation_block_gamma_1():
+    rewards = torch.tensor([[0, 0, 0, 0, 0, 1.0], [0, 0, 0, 0, 0, 0]], dtype=torch.float64)
+    mask = torch.tensor([HOLE, [1, 1, 1, 1, 0, 0]], dtype=torch.float64)
+    adv, ret = ca.compute_reinforce_plus_plus_outcome_advantage(rewards, mask, gamma=1.0)
+    # the outcome flows past the block to the first turn; the block and the padding have return 0
+    assert ret.tolist() == [[1, 1, 0, 0, 1, 1], [0, 0, 0, 0, 0, 0]]
+    # whitening over the 8 policy tokens (four 1s, four 0s): mean 1/2, unbiased var (8 / 4) / 7 = 2/7
+    a = 0.5 / math.sqrt(2 / 7 + 1e-8)
+    np.testing.assert_allclose(adv.numpy(), [[a, a, 0, 0, a, a], [-a, -a, -a, -a, 0, 0]], atol=1e-6)
+
+
+def test_reinforce_plus_plus_discounts_per_policy_token_not_per_observation_token():
+    rewards = torch.tensor([[0, 0.5, 0, 0, 0, 2.0]], dtype=torch.float64)
+    mask = torch.tensor([HOLE], dtype=torch.float64)
+    adv, ret = ca.compute_reinforce_plus_plus_outcome_advantage(rewards, mask, gamma=0.5)
+    # t5: 2; t4: 0.5 * 2 = 1; t3, t2 carry 1 (return 0 there); t1: 0.5 + 0.5 * 1 = 1; t0: 0.5 * 1
+    assert ret[0].tolist() == [0.5, 1.0, 0.0, 0.0, 1.0, 2.0]
+    # policy returns (0.5, 1, 1, 2): mean 1.125, squared deviations sum 1.1875, unbiased var / 3
+    std = math.sqrt(1.1875 / 3 + 1e-8)
+    expected = [(0.5 - 1.125) / std, (1 - 1.125) / std, 0, 0, (1 - 1.125) / std, (2 - 1.125) / std]
+    np.testing.assert_allclose(adv[0].numpy(), expected, atol=1e-6)
+
+
+def test_reinforce_plus_plus_on_policy_tokens_ignores_where_observations_sit():
+    # the same three policy tokens, compact and with a block + trailing padding between them
+    gamma = 0.9
+    compact = torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64)
+    expanded = torch.tensor([[0.0, 0.0, 0.0, 1.0, 0.0, 0.0]], dtype=torch.float64)
+    holes = torch.tensor([[1.0, 0.0, 1.0, 1.0, 0.0, 0.0]], dtype=torch.float64)
+    _, ret_c = ca.compute_reinforce_plus_plus_outcome_advantage(compact, torch.ones_like(compact), gamma=gamma)
+    _, ret_e = ca.compute_reinforce_plus_plus_outcome_advantage(expanded, holes, gamma=gamma)
+    assert ret_c[0].tolist() == pytest.approx([0.81, 0.9, 1.0])
+    assert ret_e[0].tolist() == pytest.approx([0.81, 0.0, 0.9, 1.0, 0.0, 0.0])
+
+
+def test_reinforce_plus_plus_does_not_credit_a_reward_on_a_masked_position():
+    # a reward on an observation token or on padding is not a step of the policy
+    rewards = torch.tensor([[0.0, 0.0, 5.0, 0.0, 1.0, 7.0]], dtype=torch.float64)
+    mask = torch.tensor([[1.0, 1.0, 0.0, 0.0, 1.0, 0.0]], dtype=torch.float64)
+    _, ret = ca.compute_reinforce_plus_plus_outcome_advantage(rewards, mask, gamma=1.0)
+    assert ret[0].tolist() == [1.0, 1.0, 0.0, 0.0, 1.0, 0.0]
+
+
+def test_gae_two_token_observation_block_gamma_lam_below_1():
+    # gamma = lam = 0.5; the values on the observation tokens (7, -7) must not be read
+    rewards = torch.tensor([[0, 0, 0, 0, 0, 1.0]], dtype=torch.float64)
+    values = torch.tensor([[0.2, 0.4, 7.0, -7.0, 0.6, 0.8]], dtype=torch.float64)
+    mask = torch.tensor([HOLE], dtype=torch.float64)
+    adv, ret = ca.compute_gae_advantage_return(rewards, values, mask, gamma=0.5, lam=0.5)
+    # t5: 1 - 0.8 = 0.2; t4: 0.5 * 0.8 - 0.6 + 0.25 * 0.2 = -0.15; the block carries -0.15;
+    # t1: 0.5 * 0.6 - 0.4 + 0.25 * -0.15 = -0.1375; t0: 0.5 * 0.4 - 0.2 + 0.25 * -0.1375 = -0.034375
+    raw = [-0.034375, -0.1375, -0.15, -0.15, -0.15, 0.2]
+    np.testing.assert_allclose(ret[0].numpy(), np.array(raw) + values[0].numpy(), atol=1e-12)
+    pol = np.array([-0.034375, -0.1375, -0.15, 0.2])
+    std = math.sqrt(((pol - pol.mean()) ** 2).sum() / 3 + 1e-8)
+    np.testing.assert_allclose(adv[0].numpy(), (np.array(raw) - pol.mean()) / std, atol=1e-7)
+
+
+def test_group_and_plain_outcome_estimators_on_masks_with_holes():
+    # row 0: two turns around a block, score 1 on its last policy token; row 1: one turn, a block,
+    # padding, score 0. Both rows one group. Every policy token gets the row's advantage, holes 0.
+    rewards = torch.tensor([[0, 0, 0, 0, 0, 1.0], [0, 0, 0, 0, 0, 0]], dtype=torch.float64)
+    mask = torch.tensor([HOLE, [1, 0, 0, 0, 0, 0]], dtype=torch.float64)
+    s = 1 / math.sqrt(2)  # unbiased std of (1, 0)
+    g = 0.5 / (s + 1e-6)
+    grpo, _ = ca.compute_grpo_outcome_advantage(rewards, mask, ["q", "q"])
+    np.testing.assert_allclose(grpo.numpy(), [[g, g, 0, 0, g, g], [-g, 0, 0, 0, 0, 0]], atol=1e-12)
+    rloo, _ = ca.compute_rloo_outcome_advantage(rewards, mask, ["q", "q"])
+    assert rloo.tolist() == [[1, 1, 0, 0, 1, 1], [-1, 0, 0, 0, 0, 0]]
+    plain, _ = ca.compute_reinforce_outcome_advantage(rewards, mask)
+    assert plain.tolist() == [[1, 1, 0, 0, 1, 1], [0, 0, 0, 0, 0, 0]]
+
+
+def test_kl_in_the_reward_on_a_mask_with_holes_then_reinforce_plus_plus():
+    # the log-probs differ on the observation tokens too (the actor computes them everywhere);
+    # only the policy tokens' KL may enter the reward, and it flows past the block
+    scores = torch.tensor([[0, 0, 0, 0, 0, 1.0]], dtype=torch.float64)
+    old = torch.tensor([[-1.0, -1.0, -3.0, -3.0, -1.0, -1.0]], dtype=torch.float64)
+    ref = torch.tensor([[-2.0, -1.0, -1.0, -1.0, -1.0, -1.5]], dtype=torch.float64)
+    mask = torch.tensor([HOLE], dtype=torch.float64)
+    rewards, _ = ca.compute_rewards_with_kl(scores, old, ref, 0.1, mask, kl_penalty="kl")
+    # k1 = old - ref on policy tokens: [1, 0, -, -, 0, 0.5]
+    np.testing.assert_allclose(rewards[0].numpy(), [-0.1, 0, 0, 0, 0, 1 - 0.05], atol=1e-12)
+    _, ret = ca.compute_reinforce_plus_plus_outcome_advantage(rewards, mask, gamma=1.0)
+    np.testing.assert_allclose(ret[0].numpy(), [0.85, 0.95, 0, 0, 0.95, 0.95], atol=1e-12)
 
 
 def test_estimators_reject_mismatched_shapes():

@@ -160,19 +160,27 @@ def compute_reinforce_outcome_advantage(
 def compute_reinforce_plus_plus_outcome_advantage(
     token_level_rewards: torch.Tensor, response_mask: torch.Tensor, gamma: Union[float, torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """REINFORCE++: discounted return-to-go, whitened over the whole batch's masked tokens.
+    """REINFORCE++: discounted return-to-go over the policy tokens, whitened over the batch's mask.
 
-    token_level_rewards, response_mask: (B, R). G_t = r_t + gamma * G_{t+1}, where the running
-    return is reset to 0 after each position with mask 0. Returns (whitened G * mask, G).
+    token_level_rewards, response_mask: (B, R). Walking backwards over the positions with mask 1,
+    G_t = r_t + gamma * G_next, where G_next is the return of the next position with mask 1 (0 if
+    none). Positions with mask 0 (observation tokens between turns, trailing padding) are not steps
+    of the policy: their return is 0, the running return is carried across them unchanged (no
+    discount, no reset), and a reward placed on them is not credited. So an outcome reward on the
+    last policy token reaches every policy token before an ``<information>`` block, as in verl
+    0.9.1 (a mask 0 inside a response is an observation, not the end of the episode).
+    Returns (whitened G * mask, G), each (B, R).
     """
     _check_same_shape(token_level_rewards=token_level_rewards, response_mask=response_mask)
     with torch.no_grad():
+        mask = response_mask.to(token_level_rewards.dtype)
         returns = torch.zeros_like(token_level_rewards)
         running = torch.zeros_like(token_level_rewards[:, 0])
         for t in reversed(range(token_level_rewards.shape[1])):
-            running = token_level_rewards[:, t] + gamma * running
-            returns[:, t] = running
-            running = running * response_mask[:, t]
+            m = mask[:, t]
+            stepped = token_level_rewards[:, t] + gamma * running
+            returns[:, t] = stepped * m
+            running = stepped * m + (1 - m) * running
         advantages = F.masked_whiten(returns, response_mask) * response_mask
     return advantages, returns
 
