@@ -49,6 +49,21 @@ def test_score_on_last_policy_token_and_only_policy_text_scored():
     assert extras["em"].tolist() == [0.5, 0.5]
 
 
+def test_decoding_tool_text_too_still_puts_the_score_on_the_last_policy_token():
+    seen = []
+
+    def fn(source, text, gt, info):
+        seen.append(text)
+        return 1.0
+
+    # the row ends on tool text ("zz", mask 0), as a trajectory cut by the length cap does: the
+    # score must sit on "b" (index 1), not on the last token, where no estimator would credit it
+    batch = _batch(["abzz"], [[1, 1, 0, 0]])
+    scores, _ = NaiveRewardManager(CharTokenizer(), fn, policy_tokens_only=False)(batch)
+    assert seen == ["abzz"]
+    assert scores.tolist() == [[0, 1.0, 0, 0]]
+
+
 def test_dict_without_score_is_an_error():
     batch = _batch(["ab"], [[1, 1]])
     with pytest.raises(KeyError, match="score"):

@@ -57,15 +57,17 @@ class NaiveRewardManager:
     def __call__(self, data: DataProto) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
         """Returns ``token_level_scores`` (B, R) and per-row extra values (name -> (B,) array).
 
-        The score sits on the last policy-sampled token (``response_mask``); a row with no
-        sampled token gets its score on position 0.
+        The score sits on the last policy-sampled token (``response_mask``) whatever
+        ``policy_tokens_only`` decodes: a trajectory cut by the length cap can end on observation
+        tokens, and the advantage estimators do not credit a reward on a mask-0 position. A row
+        with no sampled token gets its score on position 0.
         """
         responses = data.batch["responses"]
         mask = data.batch["response_mask"] if self.policy_tokens_only else data.batch["attention_mask"][:, -responses.shape[1]:]
         scores = torch.zeros(responses.shape, dtype=torch.float32)
         extras: dict[str, list[float]] = defaultdict(list)
         shown: dict[str, int] = defaultdict(int)
-        last = last_token_index(mask)
+        last = last_token_index(data.batch["response_mask"])
         reward_models = data.non_tensor_batch.get("reward_model")
         data_sources = data.non_tensor_batch.get("data_source")
         extra_infos = data.non_tensor_batch.get("extra_info")
