@@ -1,7 +1,8 @@
 """Point 5: secrets and unsafe deserialisation.
 
-- The SerpAPI key comes only from the environment and never reaches a log, an error message, a saved
-  config, a checkpoint, tensorboard or the wandb files of a real training run.
+- The SerpAPI key comes only from the environment (SERPAPI_API_KEY, or the original release's
+  SER_API_KEY when that is unset) and, under either name, never reaches a log, an error message, a
+  saved config, a checkpoint, tensorboard or the wandb files of a real training run.
 - No code that handles HTTP traffic (servers and search clients) unpickles, evals or otherwise
   executes what it receives (a static scan of the source, with a control that the scan finds them).
 
@@ -31,6 +32,15 @@ from zerosearch.tools.google import GoogleSearchTool
 
 REPO = Path(__file__).resolve().parents[2]
 KEY_ENV = "SERPAPI_API_KEY"
+ORIGINAL_KEY_ENV = "SER_API_KEY"  # the original ZeroSearch's name, accepted when KEY_ENV is unset
+KEY_NAMES = [KEY_ENV, ORIGINAL_KEY_ENV]
+
+
+def set_only(monkeypatch, name: str, secret: str) -> None:
+    """The key under ``name`` and the other accepted name unset."""
+    for other in KEY_NAMES:
+        monkeypatch.delenv(other, raising=False)
+    monkeypatch.setenv(name, secret)
 
 
 def new_secret() -> str:
@@ -42,13 +52,15 @@ def key_fragments(secret: str, size: int = 8) -> list[str]:
     return [secret[i:i + size] for i in range(len(secret) - size + 1)]
 
 
-def test_google_errors_never_carry_any_part_of_the_key(monkeypatch, caplog):
+@pytest.mark.parametrize("key_name", KEY_NAMES)
+def test_google_errors_never_carry_any_part_of_the_key(monkeypatch, caplog, key_name):
     """SerpAPI's connection errors spell out the request URL, ``api_key=...`` included. Whatever the
     query length (which moves the key along the message), no part of the key may survive into
-    ``SearchResult.error`` or the log, even where the message is cut short."""
+    ``SearchResult.error`` or the log, even where the message is cut short; under either name."""
     secret = new_secret()
-    monkeypatch.setenv(KEY_ENV, secret)
-    tool = GoogleSearchTool(api_key_env=KEY_ENV, timeout=5.0, max_retries=0, backoff=0.0)
+    set_only(monkeypatch, key_name, secret)
+    with caplog.at_level(logging.DEBUG):
+        tool = GoogleSearchTool(api_key_env=KEY_ENV, timeout=5.0, max_retries=0, backoff=0.0)
 
     def failing_search(params):
         url = f"/search?engine=google&q={quote_plus(params['q'])}&num={params['num']}&api_key={secret}"
@@ -70,6 +82,34 @@ def test_google_errors_never_carry_any_part_of_the_key(monkeypatch, caplog):
     text = "\n".join(r.error for r in results) + caplog.text + repr(tool)
     leaked = [f for f in key_fragments(secret) if f in text]
     assert not leaked, f"key fragments in errors/logs: {leaked[:3]}"
+
+
+def test_the_original_name_is_used_only_in_place_of_the_default_with_a_notice(monkeypatch, caplog):
+    secret = new_secret()
+    set_only(monkeypatch, ORIGINAL_KEY_ENV, secret)
+    with caplog.at_level(logging.DEBUG, logger="zerosearch.tools.google"):
+        GoogleSearchTool(api_key_env=KEY_ENV).close()
+    notices = [r.getMessage() for r in caplog.records]
+    assert len(notices) == 1 and ORIGINAL_KEY_ENV in notices[0] and KEY_ENV in notices[0]
+    assert not [f for f in key_fragments(secret) if f in caplog.text]
+
+    # both set: the configured variable wins, silently
+    caplog.clear()
+    monkeypatch.setenv(KEY_ENV, new_secret())
+    with caplog.at_level(logging.DEBUG, logger="zerosearch.tools.google"):
+        GoogleSearchTool(api_key_env=KEY_ENV).close()
+    assert not caplog.records
+
+    # a name of the user's own choosing never falls back, and the error names no value
+    with pytest.raises(ValueError, match="MY_SERPAPI_KEY") as err:
+        GoogleSearchTool(api_key_env="MY_SERPAPI_KEY")
+    assert ORIGINAL_KEY_ENV not in str(err.value) and secret not in str(err.value)
+
+    # neither default name set: the error names both variables
+    monkeypatch.delenv(KEY_ENV)
+    monkeypatch.delenv(ORIGINAL_KEY_ENV)
+    with pytest.raises(ValueError, match=f"{KEY_ENV}.*{ORIGINAL_KEY_ENV}"):
+        GoogleSearchTool(api_key_env=KEY_ENV)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,10 +174,12 @@ def test_servers_and_search_clients_never_unpickle_or_eval():
 
 
 @pytest.mark.slow
-def test_training_run_never_writes_the_api_key(searching_model_dir, train_parquet, tmp_path):
+@pytest.mark.parametrize("key_name", KEY_NAMES)
+def test_training_run_never_writes_the_api_key(searching_model_dir, train_parquet, tmp_path, key_name):
     """One step with the google backend (no network here, so every query fails and is logged),
     every logger on (console, jsonl, tensorboard, wandb offline), a checkpoint with an HF export,
-    and Ray's session files kept in a folder of the test: none of it may hold the key."""
+    and Ray's session files kept in a folder of the test: none of it may hold the key, whether it
+    came in SERPAPI_API_KEY or in the original's SER_API_KEY."""
     secret = new_secret()
     run_dir = tmp_path / "run"
     ray_tmp = Path(tempfile.mkdtemp(prefix="zsray", dir="/tmp"))  # short: Ray's socket paths are length-limited
@@ -149,7 +191,10 @@ def test_training_run_never_writes_the_api_key(searching_model_dir, train_parque
             "trainer.logger=[console,jsonl,tensorboard,wandb]",
             "trainer.save_hf=true",
         ]
-        env = trainer_env(**{KEY_ENV: secret, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "RAY_TMPDIR": str(ray_tmp)})
+        env = trainer_env(**{key_name: secret, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "RAY_TMPDIR": str(ray_tmp)})
+        for other in KEY_NAMES:
+            if other != key_name:
+                env.pop(other, None)
         trainer = TrainerProcess(overrides, tmp_path / "trainer.log", env=env)
         assert trainer.wait(TRAINER_STARTUP_S + 120) == 0, trainer.output[-4000:]
 

@@ -5,7 +5,9 @@ in a thread pool of ``concurrency`` workers with a per-attempt timeout and bound
 organic result becomes ``Doc i: {title}{title_snippet_sep}{snippet}``. Raw results are kept in an
 on-disk JSON cache, one file per query (``cache_dir/<sha256>.json``), so evaluating again costs no
 API calls. The API key is read from the environment variable named by ``api_key_env`` when the tool
-is built; it never appears in ``repr``, logs or error messages.
+is built; when that is the default ``SERPAPI_API_KEY`` and it is unset, the original ZeroSearch's
+variable ``SER_API_KEY`` is accepted (a one-line notice names the variable). The key never appears
+in ``repr``, logs or error messages.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ from zerosearch.tools.retry import PermanentError, RetryableError, RetryPolicy, 
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_KEY_ENV = "SERPAPI_API_KEY"
+# The variable the original ZeroSearch release reads; accepted only in place of the default one.
+ORIGINAL_KEY_ENV = "SER_API_KEY"
 _NO_RESULTS_MARKER = "hasn't returned any results"
 _ERROR_CHARS = 300
 
@@ -40,7 +45,8 @@ class GoogleSearchTool(SearchTool):
     """Google results via SerpAPI.
 
     Args:
-        api_key_env: name of the environment variable holding the SerpAPI key.
+        api_key_env: name of the environment variable holding the SerpAPI key. With the default
+            name, an unset ``SERPAPI_API_KEY`` falls back to ``SER_API_KEY`` (the original's).
         topk: results per query (SerpAPI ``num``).
         title_snippet_sep: text between a result's title and its snippet.
         cache_dir: folder of the on-disk result cache; None = no disk cache.
@@ -56,7 +62,7 @@ class GoogleSearchTool(SearchTool):
 
     def __init__(
         self,
-        api_key_env: str = "SERPAPI_API_KEY",
+        api_key_env: str = DEFAULT_KEY_ENV,
         topk: int = 5,
         title_snippet_sep: str = ". ",
         cache_dir: str | os.PathLike | None = None,
@@ -72,9 +78,15 @@ class GoogleSearchTool(SearchTool):
         if not isinstance(title_snippet_sep, str):
             raise ValueError(f"title_snippet_sep (retriever.google.title_snippet_sep) must be a string, got {title_snippet_sep!r}")
         key = os.environ.get(api_key_env, "").strip()
+        if not key and api_key_env == DEFAULT_KEY_ENV:
+            key = os.environ.get(ORIGINAL_KEY_ENV, "").strip()
+            if key:
+                logger.info("%s is not set: using the SerpAPI key in %s (the original ZeroSearch's variable)",
+                            DEFAULT_KEY_ENV, ORIGINAL_KEY_ENV)
         if not key:
+            also = f" (nor {ORIGINAL_KEY_ENV}, the original ZeroSearch's name)" if api_key_env == DEFAULT_KEY_ENV else ""
             raise ValueError(
-                f"environment variable {api_key_env} (retriever.google.api_key_env) is not set; "
+                f"environment variable {api_key_env} (retriever.google.api_key_env) is not set{also}; "
                 "it must hold the SerpAPI key used by the google search mode"
             )
         super().__init__(cache_size=cache_size)
