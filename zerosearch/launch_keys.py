@@ -215,7 +215,12 @@ KEYS: tuple[LaunchKey, ...] = (
     LaunchKey("RETRIEVER_IP", "127.0.0.1", "host of the local retrieval server (wiki mode) -> retriever.wiki.host", host, _G_SEARCH),
     LaunchKey("RETRIEVER_PORT", "6002", "port of the local retrieval server -> retriever.wiki.port", port, _G_SEARCH),
     LaunchKey("MAX_OBS_LENGTH", "2048", "token cap of one <information> observation -> retriever.max_obs_length", positive_int, _G_SEARCH),
-    LaunchKey("REWARD_METRIC", "f1", f"training reward ({', '.join(REWARD_METRICS)}) -> reward.fn_kwargs.metric", choice(*REWARD_METRICS), _G_RUN),
+    LaunchKey("REWARD_METRIC", "f1",
+              f"training reward ({', '.join(REWARD_METRICS)}) -> reward.fn_kwargs.metric. "
+              "f1 = token F1, the paper's training reward; sub_em = the original ZeroSearch's \"EM\" column "
+              "(substring match: the normalised gold answer occurs in the normalised answer); "
+              "em = Search-R1's strict EM (normalised answer equals a gold answer)",
+              choice(*REWARD_METRICS), _G_RUN),
     LaunchKey("TRAIN_BATCH_SIZE", "64", "prompts per step -> data.train_batch_size", positive_int, _G_SCALE),
     LaunchKey("N_AGENT", "5", "trajectories per prompt (group size) -> actor_rollout_ref.rollout.n", positive_int, _G_SCALE),
     LaunchKey("MICRO_BATCH_SIZE", AUTO, "trajectories per forward/backward per device (auto = largest divisor of the per-device mini-batch that is <= 16) -> actor/critic ppo_micro_batch_size_per_gpu", auto_or(positive_int), _G_SCALE),

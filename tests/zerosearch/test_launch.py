@@ -338,6 +338,15 @@ def test_help_lists_every_key_with_its_default(capsys):
     assert "--algo ppo" in out
 
 
+def test_help_says_which_reward_metric_is_which_paper_column(capsys):
+    assert launch.main(["--algo", "grpo", "--help"]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.strip().startswith("REWARD_METRIC "))
+    assert "default f1" in line
+    assert "f1 = token F1, the paper's training reward" in line
+    assert "sub_em = the original ZeroSearch's \"EM\"" in line and "substring" in line
+    assert "em = Search-R1's strict EM" in line
+
+
 def test_dry_run_prints_the_trainer_command(model_dir, data_dir, capsys):
     assert launch.main(["--algo", "grpo", "--dry-run"] + base_args(model_dir, data_dir)) == 0
     out = capsys.readouterr().out
@@ -355,6 +364,8 @@ def test_shell_scripts(model_dir, data_dir, algo, estimator):
     assert f"algorithm.adv_estimator={estimator}" in proc.stdout
     bad = subprocess.run(["bash", str(script), "TOPK", "x"], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert bad.returncode == 2 and "TOPK" in bad.stderr
+    helped = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert helped.returncode == 0 and "sub_em = the original ZeroSearch's \"EM\"" in helped.stdout
 
 
 def test_simulation_endpoints_and_hydra_run_dir(model_dir, data_dir, tmp_path):
