@@ -161,13 +161,21 @@ def _resolve(algo: str, s: dict[str, Any]) -> None:
             f"bad value for TRAIN_BATCH_SIZE: TRAIN_BATCH_SIZE x N_AGENT = {trajectories} trajectories per step "
             f"must divide evenly over NNODES x NUM_GPUS_PER_NODE = {world} devices. {valid_keys_line()}",
             key="TRAIN_BATCH_SIZE")
-    per_device = trajectories // world
+    if s["PPO_MINI_BATCH_SIZE"] == AUTO:
+        s["PPO_MINI_BATCH_SIZE"] = trajectories
+    elif trajectories % s["PPO_MINI_BATCH_SIZE"] or s["PPO_MINI_BATCH_SIZE"] % world:
+        raise LaunchArgumentError(
+            f"bad value for PPO_MINI_BATCH_SIZE: {s['PPO_MINI_BATCH_SIZE']} must divide the {trajectories} trajectories "
+            f"per step (TRAIN_BATCH_SIZE x N_AGENT) and be a multiple of the {world} devices (NNODES x "
+            f"NUM_GPUS_PER_NODE); uneven mini-batches would weight the updates of a step differently. {valid_keys_line()}",
+            key="PPO_MINI_BATCH_SIZE")
+    per_device = s["PPO_MINI_BATCH_SIZE"] // world
     if s["MICRO_BATCH_SIZE"] == AUTO:
         s["MICRO_BATCH_SIZE"] = _largest_divisor_at_most(per_device, AUTO_MICRO_BATCH_CAP)
     elif per_device % s["MICRO_BATCH_SIZE"]:
         raise LaunchArgumentError(
             f"bad value for MICRO_BATCH_SIZE: {s['MICRO_BATCH_SIZE']} does not divide the per-device mini-batch of "
-            f"{per_device} trajectories (TRAIN_BATCH_SIZE x N_AGENT / devices). {valid_keys_line()}",
+            f"{per_device} trajectories (PPO_MINI_BATCH_SIZE / devices). {valid_keys_line()}",
             key="MICRO_BATCH_SIZE")
 
     if s["EXPERIMENT_NAME"] == AUTO:
@@ -213,7 +221,6 @@ def hydra_value(value: Any) -> str:
 def _shared_overrides(s: dict[str, Any]) -> list[tuple[str, Any]]:
     """Settings common to the three algorithms (spec §2.2), as (Hydra key, value)."""
     cuda = s["DEVICE"] == "cuda"
-    trajectories = s["TRAIN_BATCH_SIZE"] * s["N_AGENT"]
     return [
         # Data.
         ("data.train_files", os.path.join(s["DATA_PATH"], "train.parquet")),
@@ -231,9 +238,10 @@ def _shared_overrides(s: dict[str, Any]) -> list[tuple[str, Any]]:
         # Actor.
         ("actor_rollout_ref.actor.optim.lr", 1e-6),
         # Defect 15 fixed: the original mini-batch (256) did not divide a step's 320 trajectories,
-        # giving one update on 256 and one on 64 (loss still divided as if full). Here one
-        # mini-batch is the whole step, so each step is exactly one even optimizer update.
-        ("actor_rollout_ref.actor.ppo_mini_batch_size", trajectories),
+        # giving one update on 256 and one on 64 (loss still divided as if full). By default
+        # (PPO_MINI_BATCH_SIZE auto) one mini-batch is the whole step, so each step is exactly one
+        # even optimizer update; a smaller value must divide the step. The critic's interpolates it.
+        ("actor_rollout_ref.actor.ppo_mini_batch_size", s["PPO_MINI_BATCH_SIZE"]),
         ("actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu", s["MICRO_BATCH_SIZE"]),
         # Entropy bonus of the original trainer defaults.
         ("actor_rollout_ref.actor.entropy_coeff", 0.001),

@@ -223,6 +223,13 @@ KEYS: tuple[LaunchKey, ...] = (
               choice(*REWARD_METRICS), _G_RUN),
     LaunchKey("TRAIN_BATCH_SIZE", "64", "prompts per step -> data.train_batch_size", positive_int, _G_SCALE),
     LaunchKey("N_AGENT", "5", "trajectories per prompt (group size) -> actor_rollout_ref.rollout.n", positive_int, _G_SCALE),
+    LaunchKey("PPO_MINI_BATCH_SIZE", AUTO,
+              "trajectories per optimizer update, over all devices (auto = TRAIN_BATCH_SIZE x N_AGENT: the whole step, "
+              "one update per step); must divide TRAIN_BATCH_SIZE x N_AGENT and be a multiple of the device count "
+              "-> actor_rollout_ref.actor.ppo_mini_batch_size (critic.ppo_mini_batch_size follows it). "
+              "The original used 256 against 64 x 5 = 320 trajectories: two updates per step, on 256 and on 64 "
+              "(uneven splits are refused here); PPO_MINI_BATCH_SIZE 160 gives its two updates per step, evenly",
+              auto_or(positive_int), _G_SCALE),
     LaunchKey("MICRO_BATCH_SIZE", AUTO, "trajectories per forward/backward per device (auto = largest divisor of the per-device mini-batch that is <= 16) -> actor/critic ppo_micro_batch_size_per_gpu", auto_or(positive_int), _G_SCALE),
     LaunchKey("LOG_PROB_MICRO_BATCH_SIZE", "32", "rows per log-prob forward per device (rollout, ref) -> *.log_prob_micro_batch_size_per_gpu", positive_int, _G_SCALE),
     LaunchKey("MAX_PROMPT_LENGTH", "2048", "token cap of the initial prompt -> data.max_prompt_length", positive_int, _G_SCALE),

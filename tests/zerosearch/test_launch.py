@@ -60,7 +60,8 @@ def test_every_key_reaches_its_hydra_key(model_dir, data_dir, tmp_path):
         "SEARCH_ENGINE", "google", "MAX_TURNS", "5", "TOPK", "3", "ROLLOUT_ENGINE", "hf", "PORT", "7001",
         "SIM_MODEL_NAME", "sim14b", "SIM_PROTOCOL", "sglang_native", "RETRIEVER_IP", "wiki.local",
         "RETRIEVER_PORT", "7002", "MAX_OBS_LENGTH", "300", "REWARD_METRIC", "em", "TRAIN_BATCH_SIZE", "16",
-        "N_AGENT", "3", "MICRO_BATCH_SIZE", "6", "LOG_PROB_MICRO_BATCH_SIZE", "7", "MAX_PROMPT_LENGTH", "1000",
+        "N_AGENT", "3", "PPO_MINI_BATCH_SIZE", "24", "MICRO_BATCH_SIZE", "3", "LOG_PROB_MICRO_BATCH_SIZE", "7",
+        "MAX_PROMPT_LENGTH", "1000",
         "MAX_RESPONSE_LENGTH", "900", "MAX_NEW_TOKENS", "111", "NNODES", "2", "RAY_ADDRESS", "ray://head:10001",
         "SAVE_DIR", str(tmp_path / "ckpt"), "EXPERIMENT_NAME", "my run", "LOGGER", "console,wandb",
         "SAVE_FREQ", "10", "TEST_FREQ", "20", "SEED", "7",
@@ -79,7 +80,7 @@ def test_every_key_reaches_its_hydra_key(model_dir, data_dir, tmp_path):
         "retriever.simulation.protocol": "sglang_native", "retriever.wiki.host": "wiki.local",
         "retriever.wiki.port": 7002, "retriever.max_obs_length": 300, "reward.fn_kwargs.metric": "em",
         "data.train_batch_size": 16, "actor_rollout_ref.rollout.n": 3,
-        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu": 6,
+        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu": 3,
         "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu": 7,
         "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu": 7,
         "data.max_prompt_length": 1000, "data.max_response_length": 900,
@@ -87,8 +88,8 @@ def test_every_key_reaches_its_hydra_key(model_dir, data_dir, tmp_path):
         "trainer.ray_address": "ray://head:10001", "trainer.experiment_name": "my-run",
         "trainer.default_local_dir": str(tmp_path / "ckpt" / "my-run"), "trainer.logger": ["console", "wandb"],
         "trainer.save_freq": 10, "trainer.test_freq": 20, "trainer.seed": 7,
-        # 16 prompts x 3 = 48 trajectories = one mini-batch; 48 / (2 x 4) = 6 per device.
-        "actor_rollout_ref.actor.ppo_mini_batch_size": 48,
+        # 16 prompts x 3 = 48 trajectories = two mini-batches of 24; 24 / (2 x 4) = 3 per device.
+        "actor_rollout_ref.actor.ppo_mini_batch_size": 24,
     }
     for dotted, value in expected.items():
         node = cfg
@@ -125,6 +126,34 @@ def test_auto_micro_batch_divides_the_per_device_batch(model_dir, data_dir):
     # 7 x 5 = 35 on one device -> 7.
     plan = launch.parse_launch_args("grpo", base_args(model_dir, data_dir) + ["TRAIN_BATCH_SIZE", "7"])
     assert plan.settings["MICRO_BATCH_SIZE"] == 7
+
+
+def test_ppo_mini_batch_size_auto_is_the_whole_step_and_a_value_splits_it(model_dir, data_dir):
+    # auto: 64 x 5 = 320 trajectories, one update per step (today's behaviour), critic alike
+    plan = launch.parse_launch_args("ppo", base_args(model_dir, data_dir))
+    assert plan.settings["PPO_MINI_BATCH_SIZE"] == 320
+    # the original's two updates per step, made even: 320 / 160 = 2 mini-batches; on 4 devices
+    # 160 / 4 = 40 per device, auto micro-batch = largest divisor of 40 that is <= 16 = 10
+    plan = launch.parse_launch_args("ppo", base_args(model_dir, data_dir) + [
+        "PPO_MINI_BATCH_SIZE", "160", "NUM_GPUS_PER_NODE", "4"])
+    cfg = composed(plan)
+    assert cfg.actor_rollout_ref.actor.ppo_mini_batch_size == 160
+    assert cfg.critic.ppo_mini_batch_size == 160
+    assert cfg.actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu == 10
+    assert cfg.critic.ppo_micro_batch_size_per_gpu == 10
+    assert "actor_rollout_ref.actor.ppo_mini_batch_size=160" in plan.overrides
+
+
+@pytest.mark.parametrize("extra, why", [
+    (["PPO_MINI_BATCH_SIZE", "256"], "divide the 320"),  # the original's uneven 256 + 64
+    (["PPO_MINI_BATCH_SIZE", "0"], "integer > 0"),
+    (["PPO_MINI_BATCH_SIZE", "10", "NUM_GPUS_PER_NODE", "4"], "multiple of the 4 devices"),
+    (["PPO_MINI_BATCH_SIZE", "40", "MICRO_BATCH_SIZE", "16"], "per-device mini-batch of 40"),
+])
+def test_ppo_mini_batch_size_must_split_the_step_evenly(model_dir, data_dir, capsys, extra, why):
+    code, err = run_main(["--algo", "grpo"] + base_args(model_dir, data_dir) + extra, capsys)
+    key = "MICRO_BATCH_SIZE" if "MICRO_BATCH_SIZE" in extra else "PPO_MINI_BATCH_SIZE"
+    assert code == 2 and key in err and why in err
 
 
 def _vllm_importable(monkeypatch, importable: bool) -> None:
@@ -347,6 +376,13 @@ def test_help_says_which_reward_metric_is_which_paper_column(capsys):
     assert "em = Search-R1's strict EM" in line
 
 
+def test_help_tells_how_to_reproduce_the_original_mini_batches(capsys):
+    assert launch.main(["--algo", "ppo", "--help"]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.strip().startswith("PPO_MINI_BATCH_SIZE "))
+    assert "default auto" in line and "one update per step" in line
+    assert "256" in line and "two updates per step" in line and "PPO_MINI_BATCH_SIZE 160" in line
+
+
 def test_dry_run_prints_the_trainer_command(model_dir, data_dir, capsys):
     assert launch.main(["--algo", "grpo", "--dry-run"] + base_args(model_dir, data_dir)) == 0
     out = capsys.readouterr().out
@@ -365,7 +401,8 @@ def test_shell_scripts(model_dir, data_dir, algo, estimator):
     bad = subprocess.run(["bash", str(script), "TOPK", "x"], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert bad.returncode == 2 and "TOPK" in bad.stderr
     helped = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert helped.returncode == 0 and "sub_em = the original ZeroSearch's \"EM\"" in helped.stdout
+    assert helped.returncode == 0
+    assert "sub_em = the original ZeroSearch's \"EM\"" in helped.stdout and "PPO_MINI_BATCH_SIZE" in helped.stdout
 
 
 def test_simulation_endpoints_and_hydra_run_dir(model_dir, data_dir, tmp_path):
