@@ -28,7 +28,7 @@ from verl.utils.torch_functional import compute_position_id_with_mask, pad_2d_li
 from verl.workers.rollout.base import GenerationOutput, SamplingConfig
 from zerosearch.actions import ANSWER, INVALID, SEARCH, Action, closing_tag, parse_action
 from zerosearch.curriculum import NoiseCurriculum
-from zerosearch.prompts import INVALID_ACTION_MESSAGE, format_observation
+from zerosearch.prompts import format_observation, invalid_action_message, simulate_prompt_templates
 from zerosearch.tools import (
     SEARCH_MODES,
     FailurePolicy,
@@ -153,7 +153,10 @@ class SearchAgentLoop(AgentLoopBase):
         if self.pad_token_id is None:
             raise ValueError("SearchAgentLoop: the tokenizer has no pad_token_id; set one in its tokenizer config")
 
-        self._invalid_ids = self._encode(INVALID_ACTION_MESSAGE)
+        # The user's wording (retriever.invalid_action_template, simulation.prompt_*_template) is
+        # read and checked here, so a bad template file stops the run before any rollout.
+        self._invalid_ids = self._encode(invalid_action_message(self.retriever_cfg))
+        simulate_prompt_templates(self.retriever_cfg)
         formatted = format_observation(_DOCS_SENTINEL)
         if formatted.count(_DOCS_SENTINEL) != 1:
             raise ValueError("SearchAgentLoop: format_observation must place the documents exactly once")

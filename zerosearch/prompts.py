@@ -12,9 +12,20 @@ Simulation prompts (``build_simulation_prompt``):
                      first line (no stray trailing space in the noisy one).
 The number of documents asked for follows ``topk`` (a word for 1..10, digits above; the released
 simulators were tuned on "five").
+
+User wording (``read_template``): the ``simulate_prompt`` prompts and the invalid-action message can
+be read from files named in the config (``retriever.simulation.prompt_useful_template``,
+``prompt_noisy_template``, ``retriever.invalid_action_template``); null keeps the wording above.
+A prompt template is ``str.format`` text with the placeholders of ``SIMULATE_PROMPT_PLACEHOLDERS``
+(``{{`` and ``}}`` for literal braces); a file that lacks a required placeholder, or names an
+unknown one, is refused with an error naming the file and the placeholder.
 """
 
 from __future__ import annotations
+
+import string
+from pathlib import Path
+from typing import Any, Iterable, Mapping
 
 SIMULATION_MODES = ("simulate_sft", "simulate_prompt")
 
@@ -179,3 +190,95 @@ def build_simulation_prompt(mode: str, query: str, question: str, answer: str, n
     if mode == "simulate_prompt":
         return simulate_prompt_prompt(query, question, answer, noisy, topk)
     raise ValueError(f"simulation mode must be one of {SIMULATION_MODES}, got {mode!r}")
+
+
+# ----------------------------------------------------------------------------------------- user wording
+# Placeholders of a simulate_prompt template and what they are filled with.
+SIMULATE_PROMPT_PLACEHOLDERS = {
+    "query": "the search query",
+    "question": "the row's question (stripped, ending in '?')",
+    "answer": "the row's first gold answer",
+    "topk": "the number of documents, in digits",
+    "topk_word": "the number of documents as the shipped prompts write it ('five'; digits above ten)",
+    "documents": "'five useful documents' / 'five noisy documents' (the count, the kind, the plural)",
+}
+# The useful prompt must tell the simulator what the user is after; the noisy one may leave it out
+# (the shipped noisy prompt does, on purpose).
+SIMULATE_PROMPT_REQUIRED = {"useful": ("query", "question", "answer"), "noisy": ("query",)}
+
+
+class PromptTemplateError(ValueError):
+    """A user template file is missing, unreadable, empty, or has a bad or missing placeholder."""
+
+
+def _placeholders(text: str, path: str, key: str) -> set[str]:
+    """The field names of a ``str.format`` template; errors name the file and the placeholder."""
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(text) if field is not None]
+    except ValueError as e:
+        raise PromptTemplateError(f"{key}: template {path} is not valid format text ({e}); write {{{{ and }}}} "
+                                  "for literal braces") from None
+    # "{a.b}" and "{a[0]}" name a; a positional "{}" or "{0}" keeps its text and is reported as unknown
+    return {field.split(".", 1)[0].split("[", 1)[0] or field for field in fields}
+
+
+def read_template(path: str | Path, key: str, required: Iterable[str] = (), allowed: Iterable[str] | None = None) -> str:
+    """The text of the template file ``path`` (config key ``key``), checked.
+
+    ``allowed`` = None reads the file verbatim (no placeholders are parsed); otherwise every
+    placeholder must be in ``allowed`` and every one of ``required`` must appear.
+    """
+    path = str(Path(path).expanduser())
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise PromptTemplateError(f"{key}: cannot read template {path}: {e}") from None
+    if not text.strip():
+        raise PromptTemplateError(f"{key}: template {path} is empty")
+    if allowed is None:
+        return text
+    names = _placeholders(text, path, key)
+    unknown = sorted(names - set(allowed))
+    if unknown:
+        raise PromptTemplateError(f"{key}: template {path} has unknown placeholder {{{unknown[0]}}}; "
+                                  f"known: {', '.join('{' + p + '}' for p in allowed)}")
+    missing = [name for name in required if name not in names]
+    if missing:
+        raise PromptTemplateError(f"{key}: template {path} lacks the required placeholder {{{missing[0]}}}")
+    return text
+
+
+def _option(cfg: Mapping[str, Any] | None, dotted: str) -> Any:
+    """``cfg[a][b]`` for ``"a.b"``, None when any level is missing (the new keys are optional)."""
+    node: Any = cfg
+    for part in dotted.split("."):
+        if node is None or not hasattr(node, "get"):
+            return None
+        node = node.get(part)
+    return node
+
+
+def simulate_prompt_templates(retriever_cfg: Mapping[str, Any] | None) -> dict[str, str]:
+    """The user's simulate_prompt templates named by ``retriever.simulation.prompt_{useful,noisy}_template``
+    (read and checked), keyed "useful" / "noisy"; a kind whose key is null is absent."""
+    templates = {}
+    for kind, required in SIMULATE_PROMPT_REQUIRED.items():
+        key = f"simulation.prompt_{kind}_template"
+        path = _option(retriever_cfg, key)
+        if path is not None:
+            templates[kind] = read_template(path, f"retriever.{key}", required, SIMULATE_PROMPT_PLACEHOLDERS)
+    return templates
+
+
+def render_simulate_prompt(template: str, query: str, question: str, answer: str, noisy: bool, topk: int = 5) -> str:
+    """Fill a checked simulate_prompt template (see ``SIMULATE_PROMPT_PLACEHOLDERS``)."""
+    return template.format(query=query, question=preprocess_question(question), answer=answer, topk=topk,
+                           topk_word=number_word(topk), documents=_documents_phrase("noisy" if noisy else "useful", topk))
+
+
+def invalid_action_message(retriever_cfg: Mapping[str, Any] | None) -> str:
+    """The message appended after a turn with no valid action: the file named by
+    ``retriever.invalid_action_template`` read verbatim (newlines included, no placeholders), or
+    ``INVALID_ACTION_MESSAGE`` when it is null."""
+    path = _option(retriever_cfg, "invalid_action_template")
+    return INVALID_ACTION_MESSAGE if path is None else read_template(path, "retriever.invalid_action_template")

@@ -340,6 +340,28 @@ def test_observation_truncation_keeps_both_tags(tok):
     assert out.meta_info["metrics"]["search/obs_truncated_share"] == 1.0
 
 
+def test_the_users_invalid_action_message_is_the_observation_after_an_invalid_turn(tok, tmp_path):
+    message = "\n(no action: use <search> or <answer>)\n"
+    path = tmp_path / "invalid.txt"
+    path.write_text(message, encoding="utf-8")
+    loop = SearchAgentLoop(make_config(**{"retriever.invalid_action_template": str(path)}), tok,
+                           search_tool=RecordingTool())
+    engine = ScriptedEngine(tok, {0: ["junk", "<answer>a</answer>"]})
+    out = loop.run(make_batch(tok, 1)[0], engine, step=1)
+    L = len(enc(tok, message))  # 39 characters, two of them 8-character tags that are one token each
+    assert L == 39 - 2 * 7
+    assert tok.decode(out.batch["responses"][0, 4:4 + L].tolist()) == message
+    assert out.batch["response_mask"][0].tolist() == [1] * 4 + [0] * L + [1] * 3
+
+
+def test_a_bad_simulate_prompt_template_stops_the_loop_before_any_rollout(tok, tmp_path):
+    path = tmp_path / "useful.txt"
+    path.write_text("Query: {query}\nQuestion: {question}\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=f"{path} lacks the required placeholder {{answer}}"):
+        SearchAgentLoop(make_config(**{"retriever.simulation": {"prompt_useful_template": str(path)}}), tok,
+                        search_tool=RecordingTool())
+
+
 def test_max_obs_length_must_leave_room_for_documents(tok):
     with pytest.raises(ValueError, match="max_obs_length"):
         SearchAgentLoop(make_config(**{"retriever.max_obs_length": 6}), tok, search_tool=RecordingTool())

@@ -6,11 +6,15 @@ import pytest
 
 from zerosearch.prompts import (
     INVALID_ACTION_MESSAGE,
+    PromptTemplateError,
     build_simulation_prompt,
     format_observation,
+    invalid_action_message,
     make_prefix,
     number_word,
     preprocess_question,
+    render_simulate_prompt,
+    simulate_prompt_templates,
 )
 
 SPEC_POLICY_SENTENCES = [
@@ -117,3 +121,77 @@ def test_simulate_prompt_noisy():
 def test_unknown_simulation_mode():
     with pytest.raises(ValueError, match="simulate_sft"):
         build_simulation_prompt("google", "q", "Q?", "A", False)
+
+
+# ----------------------------------------------------------------------------------------- user wording
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_a_template_of_the_shipped_wording_renders_the_shipped_prompt(tmp_path):
+    # the shipped prompt with marker values, the markers turned back into placeholders
+    for noisy in (False, True):
+        shipped = build_simulation_prompt("simulate_prompt", "QQQ", "WWW?", "AAA", noisy, 5)
+        phrase = "five noisy documents" if noisy else "five useful documents"
+        template = shipped.replace("QQQ", "{query}").replace("WWW?", "{question}").replace("AAA", "{answer}")
+        template = template.replace(phrase, "{documents}").replace("generate five related", "generate {topk_word} related")
+        kind = "noisy" if noisy else "useful"
+        cfg = {"simulation": {f"prompt_{kind}_template": write(tmp_path, f"{kind}.txt", template)}}
+        loaded = simulate_prompt_templates(cfg)[kind]
+        for topk in (5, 3):
+            assert render_simulate_prompt(loaded, "hamlet author", "who wrote hamlet", "William Shakespeare", noisy, topk) == \
+                build_simulation_prompt("simulate_prompt", "hamlet author", "who wrote hamlet", "William Shakespeare", noisy, topk)
+
+
+def test_every_placeholder_by_hand(tmp_path):
+    path = write(tmp_path, "mine.txt", "q={query} s={question} a={answer} n={topk} w={topk_word} d={documents} {{x}}\n")
+    template = simulate_prompt_templates({"simulation": {"prompt_useful_template": path}})["useful"]
+    assert render_simulate_prompt(template, "hamlet author", " who wrote hamlet ", "Shakespeare", False, 3) == \
+        "q=hamlet author s=who wrote hamlet? a=Shakespeare n=3 w=three d=three useful documents {x}\n"
+    assert render_simulate_prompt(template, "q", "Q", "A", True, 12) == "q=q s=Q? a=A n=12 w=12 d=12 noisy documents {x}\n"
+
+
+def test_null_keys_keep_the_shipped_wording():
+    assert simulate_prompt_templates({"simulation": {"prompt_useful_template": None, "prompt_noisy_template": None}}) == {}
+    assert simulate_prompt_templates({}) == {} and simulate_prompt_templates(None) == {}
+    assert invalid_action_message({"invalid_action_template": None}) == INVALID_ACTION_MESSAGE
+    assert invalid_action_message({}) == INVALID_ACTION_MESSAGE
+
+
+@pytest.mark.parametrize("kind, text, placeholder", [
+    ("useful", "Query: {query}\nQuestion: {question}\n", "{answer}"),  # lacks the answer
+    ("useful", "{answer} {question}\n", "{query}"),
+    ("noisy", "noisy documents please\n", "{query}"),
+])
+def test_a_template_lacking_a_required_placeholder_is_refused_naming_file_and_placeholder(tmp_path, kind, text, placeholder):
+    path = write(tmp_path, f"{kind}.txt", text)
+    with pytest.raises(PromptTemplateError) as err:
+        simulate_prompt_templates({"simulation": {f"prompt_{kind}_template": path}})
+    message = str(err.value)
+    assert path in message and f"lacks the required placeholder {placeholder}" in message
+    assert f"retriever.simulation.prompt_{kind}_template" in message
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("{query} {qestion} {answer} {question}", "unknown placeholder {qestion}"),
+    ("{query} {} {answer} {question}", "unknown placeholder {}"),
+    ("{query} {0} {answer} {question}", "unknown placeholder {0}"),
+    ("{query} {answer} {question} {", "not valid format text"),
+    ("   \n", "is empty"),
+])
+def test_bad_template_files_are_named(tmp_path, text, expected):
+    path = write(tmp_path, "t.txt", text)
+    with pytest.raises(PromptTemplateError) as err:
+        simulate_prompt_templates({"simulation": {"prompt_useful_template": path}})
+    assert path in str(err.value) and expected in str(err.value)
+    with pytest.raises(PromptTemplateError, match="cannot read template .*missing.txt"):
+        simulate_prompt_templates({"simulation": {"prompt_noisy_template": str(tmp_path / "missing.txt")}})
+
+
+def test_the_invalid_action_message_file_is_read_verbatim(tmp_path):
+    text = "\nThat was not an action. Use <search> q </search> or <answer> a </answer>; {braces} stay.\n"
+    assert invalid_action_message({"invalid_action_template": write(tmp_path, "inv.txt", text)}) == text
+    with pytest.raises(PromptTemplateError, match=r"retriever\.invalid_action_template: template .*empty.txt is empty"):
+        invalid_action_message({"invalid_action_template": write(tmp_path, "empty.txt", "\n")})

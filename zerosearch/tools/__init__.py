@@ -55,6 +55,7 @@ def build_search_tool(retriever_cfg: Mapping[str, Any], mode: str) -> SearchTool
         "seed": _get(retriever_cfg, "seed"),
     }
     if mode in ("simulate_sft", "simulate_prompt"):
+        from zerosearch.prompts import simulate_prompt_templates
         from zerosearch.tools.simulation import SimulationSearchTool
 
         return SimulationSearchTool(
@@ -70,6 +71,7 @@ def build_search_tool(retriever_cfg: Mapping[str, Any], mode: str) -> SearchTool
             max_retries=_get(retriever_cfg, "simulation.max_retries"),
             backoff=_get(retriever_cfg, "simulation.backoff"),
             system_prompt=_get(retriever_cfg, "simulation.system_prompt"),
+            prompt_templates=simulate_prompt_templates(retriever_cfg),
             **common,
         )
     if mode == "wiki":

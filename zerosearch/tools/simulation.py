@@ -30,12 +30,12 @@ import asyncio
 import random
 import re
 import time
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import aiohttp
 import numpy as np
 
-from zerosearch.prompts import SIMULATION_MODES, build_simulation_prompt
+from zerosearch.prompts import SIMULATION_MODES, build_simulation_prompt, render_simulate_prompt
 from zerosearch.tools.base import NO_INFORMATION, SearchRequest, SearchResult, SearchTool, require_int, require_number
 from zerosearch.tools.endpoints import derive_seed, parse_endpoints
 from zerosearch.tools.retry import (
@@ -96,6 +96,9 @@ class SimulationSearchTool(SearchTool):
         seed: derives the per-request sampling seeds and the retry jitter.
         cache_size: LRU entries keyed by (mode, query, noisy, question); 0 = off.
         system_prompt: content of a system message (openai protocol); None sends none.
+        prompt_templates: the user's simulate_prompt templates, checked
+            (``zerosearch.prompts.simulate_prompt_templates``), keyed "useful" / "noisy"; a kind
+            left out keeps the shipped prompt. Unused in simulate_sft mode.
     """
 
     def __init__(
@@ -115,6 +118,7 @@ class SimulationSearchTool(SearchTool):
         seed: int = 0,
         cache_size: int = 0,
         system_prompt: str | None = None,
+        prompt_templates: Mapping[str, str] | None = None,
     ):
         if mode not in SIMULATION_MODES:
             raise ValueError(f"SimulationSearchTool: mode must be one of {SIMULATION_MODES}, got {mode!r}")
@@ -136,6 +140,10 @@ class SimulationSearchTool(SearchTool):
         self.concurrency = require_int("concurrency (retriever.simulation.concurrency)", concurrency, 1)
         self.seed = require_int("seed (retriever.seed)", seed, 0)
         self.system_prompt = system_prompt
+        self.prompt_templates = dict(prompt_templates or {})
+        unknown = sorted(set(self.prompt_templates) - {"useful", "noisy"})
+        if unknown:
+            raise ValueError(f"SimulationSearchTool: prompt_templates keys must be 'useful' / 'noisy', got {unknown}")
         self.policy = RetryPolicy(timeout=timeout, max_retries=max_retries, backoff=backoff)
         self._counter = 0
         self._session: aiohttp.ClientSession | None = None
@@ -169,6 +177,9 @@ class SimulationSearchTool(SearchTool):
                 f"{self.mode}: request for row {request.row} (query {request.query!r}) needs its row's "
                 "question and at least one gold answer"
             )
+        template = self.prompt_templates.get("noisy" if request.noisy else "useful")
+        if self.mode == "simulate_prompt" and template is not None:
+            return render_simulate_prompt(template, request.query, request.question, answer, request.noisy, self.topk)
         return build_simulation_prompt(self.mode, request.query, request.question, answer, request.noisy, self.topk)
 
     def _payload(self, prompt: str, seed: int) -> tuple[str, dict[str, Any]]:

@@ -199,6 +199,35 @@ def test_build_search_tool_modes(monkeypatch):
     sim.close()
 
 
+def test_simulate_prompt_uses_the_users_templates_and_simulate_sft_ignores_them(tmp_path):
+    from zerosearch.prompts import PromptTemplateError, build_simulation_prompt
+
+    useful, noisy = tmp_path / "useful.txt", tmp_path / "noisy.txt"
+    useful.write_text("U {documents} for {query} ({question} -> {answer})\n", encoding="utf-8")
+    noisy.write_text("N {topk} for {query}\n", encoding="utf-8")
+    cfg = retriever_cfg()
+    cfg.topk = 2
+    cfg.simulation.prompt_useful_template = str(useful)
+    cfg.simulation.prompt_noisy_template = str(noisy)
+    request = dict(query="hamlet author", question="who wrote hamlet", golden_answers=["Shakespeare", "Will"], row=0)
+    sim = build_search_tool(cfg, "simulate_prompt")
+    try:
+        assert sim.build_prompt(SearchRequest(noisy=False, **request)) == \
+            "U two useful documents for hamlet author (who wrote hamlet? -> Shakespeare)\n"
+        assert sim.build_prompt(SearchRequest(noisy=True, **request)) == "N 2 for hamlet author\n"
+    finally:
+        sim.close()
+    sft = build_search_tool(cfg, "simulate_sft")
+    try:
+        assert sft.build_prompt(SearchRequest(noisy=False, **request)) == \
+            build_simulation_prompt("simulate_sft", "hamlet author", "who wrote hamlet", "Shakespeare", False, 2)
+    finally:
+        sft.close()
+    noisy.write_text("N without the query\n", encoding="utf-8")
+    with pytest.raises(PromptTemplateError, match=f"{noisy} lacks the required placeholder {{query}}"):
+        build_search_tool(cfg, "simulate_prompt")
+
+
 def test_build_search_tool_errors():
     cfg = retriever_cfg()
     with pytest.raises(ValueError, match="simulate_sft, simulate_prompt, google, wiki"):
