@@ -93,7 +93,8 @@ import pyarrow.parquet as pq
 from zerosearch import qa_rows as qa_search
 from zerosearch import prompts, tiny
 from zerosearch.miniature.world import (OCCUPATIONS, SPLITS, Question, World, build_questions, build_world,
-                                        draw_name_pools, redraw_facts, split_entities, write_world)
+                                        draw_name_pools, entity_groups, redraw_facts, split_entities,
+                                        write_world)
 from zerosearch.reward import normalize_answer
 from zerosearch.tools.documents import format_documents, format_passage
 
@@ -250,6 +251,23 @@ def _write_warmstart(rows: list[dict], path: Path) -> Path:
     return path
 
 
+def split_rl_pool(train: Sequence[Question], rl_fraction: float, seed: int) -> tuple[list[Question], list[Question]]:
+    """(questions the warm start demonstrates, questions RL trains on) of the training split.
+
+    With ``rl_fraction`` > 0 a seeded share of the training entity groups (``world.entity_groups``)
+    is kept out of the warm start: RL then practises on entities whose facts the policy never saw,
+    as it meets held-out questions, instead of questions it can answer from memory. With 0 both
+    are the whole training split."""
+    if not 0.0 <= rl_fraction < 1.0:
+        raise ValueError(f"rl_fraction must be in [0, 1), got {rl_fraction}")
+    if rl_fraction == 0.0:
+        return list(train), list(train)
+    groups = entity_groups(list(train))
+    random.Random(seed + 5).shuffle(groups)
+    pool = {e for g in groups[: max(1, int(len(groups) * rl_fraction))] for e in g}
+    return [q for q in train if q.entities[0] not in pool], [q for q in train if q.entities[0] in pool]
+
+
 def _parquet_rows(path: Path, split: str) -> list[dict]:
     """ZeroSearch parquet rows (``qa_rows.make_row``) of one QA jsonl file, in file order."""
     counters: dict[str, int] = {}
@@ -274,7 +292,8 @@ def prepare_world(out_dir: str | Path, seed: int = 0, *, n_people: int = 300, n_
                   model_size: str = "tiny",
                   vocab_size: int | None = 2048, topk: int = 3, wrong_rate: float = 0.5,
                   warmstart_questions: int | None = None, skip_rate: float = 0.0,
-                  practice_worlds: int = 0, counterfactual_worlds: int = 0) -> dict[str, Path]:
+                  practice_worlds: int = 0, counterfactual_worlds: int = 0,
+                  rl_fraction: float = 0.0) -> dict[str, Path]:
     """Write the miniature's data and models into ``out_dir`` (see the module docstring).
 
     Args:
@@ -293,6 +312,9 @@ def prepare_world(out_dir: str | Path, seed: int = 0, *, n_people: int = 300, n_
         counterfactual_worlds: copies of the target world with every fact redrawn
             (``world.redraw_facts``) whose *training* questions are demonstrated too (see the
             module docstring).
+        rl_fraction: share of the training entity groups whose questions the warm start does not
+            demonstrate and RL trains on (``split_rl_pool``; ``train.parquet`` then holds only
+            them, listed in ``rl_train.jsonl``). 0: RL trains on every training question.
     Returns: paths by name: corpus, corpus_train, train, val, test, world, train_parquet,
         val_parquet, test_parquet, policy_model, simulation_model, warmstart_sft.
     """
@@ -318,8 +340,16 @@ def prepare_world(out_dir: str | Path, seed: int = 0, *, n_people: int = 300, n_
         for row in world.paragraphs():
             if row["title"] in train_entities:
                 f.write(json.dumps(row) + "\n")
+    sft_questions, rl_questions = split_rl_pool(split_qs["train"], rl_fraction, seed)
+    if rl_fraction > 0:  # RL trains on the pool the warm start never saw
+        paths["rl_train"] = out / "rl_train.jsonl"
+        with paths["rl_train"].open("w", encoding="utf-8") as f:
+            for q in rl_questions:
+                f.write(json.dumps({"id": q.id, "question": q.question, "golden_answers": q.golden_answers,
+                                    "data_source": f"mini_{q.hops}hop", "kind": q.kind}) + "\n")
     for split in SPLITS:
-        rows = _parquet_rows(paths[split], split)
+        source = paths["rl_train"] if split == "train" and rl_fraction > 0 else paths[split]
+        rows = _parquet_rows(source, split)
         paths[f"{split}_parquet"] = qa_search.write_parquet(rows, out / f"{split}.parquet")
         logger.info("%s.parquet: %d rows", split, len(rows))
 
@@ -338,7 +368,7 @@ def prepare_world(out_dir: str | Path, seed: int = 0, *, n_people: int = 300, n_
         paths[f"{kind}_model"] = tiny.build_tiny_model(out / "models" / kind, model_size, corpus_texts=texts,
                                                        seed=seed, vocab_size=vocab_size, kind=kind)
 
-    train_questions = split_qs["train"]
+    train_questions = sft_questions
     train_names = train_entities
     train_people = {p.name for p in world.people} & train_entities
     rng = random.Random(seed + 2)
@@ -382,6 +412,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     parser.add_argument("--warmstart-questions", type=int, default=None, help="training questions demonstrated")
     parser.add_argument("--practice-worlds", type=int, default=0,
                         help="further worlds with disjoint names whose questions are demonstrated too")
+    parser.add_argument("--rl-fraction", type=float, default=0.0,
+                        help="share of training entity groups kept out of the warm start for RL to train on")
     parser.add_argument("--counterfactual-worlds", type=int, default=0,
                         help="copies of the world with redrawn facts whose training questions are demonstrated too")
     args = parser.parse_args(argv)
@@ -389,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     paths = prepare_world(args.out, args.seed, model_size=args.model_size, vocab_size=args.vocab_size,
                           topk=args.topk, wrong_rate=args.wrong_rate, warmstart_questions=args.warmstart_questions,
                           skip_rate=args.skip_rate, practice_worlds=args.practice_worlds,
-                          counterfactual_worlds=args.counterfactual_worlds)
+                          counterfactual_worlds=args.counterfactual_worlds, rl_fraction=args.rl_fraction)
     for name, path in paths.items():
         print(f"{name}: {path}")
     return paths

@@ -69,3 +69,26 @@ def test_tokenizer_corpus_is_training_material(built):
     assert not [q.question for q in splits["test"] + splits["val"] if q.question in texts]
     # while every training paragraph is in it
     assert all(row["text"] in texts for row in world.paragraphs() if row["title"] not in held)
+
+
+def test_rl_pool_is_kept_out_of_the_warm_start(tmp_path):
+    from zerosearch.miniature.world import entity_groups
+
+    paths = data.prepare_world(tmp_path, seed=3, n_people=40, n_cities=8, n_companies=20, vocab_size=700, topk=1,
+                               wrong_rate=0.0, skip_rate=0.5, counterfactual_worlds=1, rl_fraction=0.5)
+    train = {q["id"] for q in _jsonl(paths["train"])}
+    rl = [q["id"] for q in _jsonl(paths["rl_train"])]
+    assert rl and set(rl) < train
+    # RL trains on the pool only, and the warm start demonstrates none of it (nor its counterfactual copies)
+    assert [r["id"] for r in pq.read_table(paths["train_parquet"]).to_pylist()] == rl
+    demonstrated = {r["question_id"] for r in pq.read_table(paths["warmstart_sft"]).to_pylist()}
+    assert demonstrated == train - set(rl)
+    # the pool is whole entity groups: a company's questions and its founder's go together
+    world = read_world(str(tmp_path))
+    by_id = {q.id: q for q in build_questions(world)}
+    pool_entities = {e for i in rl for e in by_id[i].entities}
+    other_entities = {e for i in train - set(rl) for e in by_id[i].entities}
+    assert pool_entities.isdisjoint(other_entities)
+    assert len(entity_groups([by_id[i] for i in rl])) == len(entity_groups([by_id[i] for i in train])) // 2
+    with pytest.raises(ValueError, match="rl_fraction"):
+        data.split_rl_pool([], 1.0, 0)
