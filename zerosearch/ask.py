@@ -51,6 +51,7 @@ from zerosearch.evaluate import (
     EvaluationInputError,
     SeededGenerate,
     _seed_everything,
+    add_backend_arguments,
     build_config,
     build_engine,
 )
@@ -295,13 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--search-engine", default="wiki", help=f"search backend: {' | '.join(SEARCH_MODES)} (default wiki)")
     parser.add_argument("--engine", default="hf", help=f"generation engine: {' | '.join(ENGINES)} (default hf)")
     parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
-    parser.add_argument("--max-turns", type=int, default=None, help="search rounds (retriever.max_turns)")
-    parser.add_argument("--topk", type=int, default=None, help="documents per search (retriever.topk)")
-    parser.add_argument("--retriever-host", default=None, help="retrieval server host(s) (retriever.wiki.host)")
-    parser.add_argument("--retriever-port", type=int, default=None, help="retrieval server port (retriever.wiki.port)")
-    parser.add_argument("--sim-host", default=None, help="simulation server host(s) (retriever.simulation.host)")
-    parser.add_argument("--sim-port", type=int, default=None, help="simulation server port (retriever.simulation.port)")
-    parser.add_argument("--sim-model", default=None, help="served simulation model name (retriever.simulation.model)")
+    add_backend_arguments(parser)
     parser.add_argument("--answer", default=None,
                         help="the answer a simulation backend is told (required for simulate_sft / simulate_prompt)")
     parser.add_argument("--seed", type=int, default=None, help="seed (trainer.seed)")

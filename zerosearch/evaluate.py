@@ -457,6 +457,17 @@ def evaluate(
 
 
 # ----------------------------------------------------------------------------------------- CLI
+def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    """The agent-loop and search-backend flags shared by evaluation and ``zerosearch.ask``."""
+    parser.add_argument("--max-turns", type=int, default=None, help="search rounds (retriever.max_turns)")
+    parser.add_argument("--topk", type=int, default=None, help="documents per search (retriever.topk)")
+    parser.add_argument("--retriever-host", default=None, help="retrieval server host(s) (retriever.wiki.host)")
+    parser.add_argument("--retriever-port", type=int, default=None, help="retrieval server port (retriever.wiki.port)")
+    parser.add_argument("--sim-host", default=None, help="simulation server host(s) (retriever.simulation.host)")
+    parser.add_argument("--sim-port", type=int, default=None, help="simulation server port (retriever.simulation.port)")
+    parser.add_argument("--sim-model", default=None, help="served simulation model name (retriever.simulation.model)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m zerosearch.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="Hugging Face folder of the checkpoint (config.json inside)")
@@ -465,13 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--engine", default="hf", help=f"generation engine: {' | '.join(ENGINES)} (default hf)")
     parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     parser.add_argument("--batch-size", type=int, default=None, help="prompts per batch (data.val_batch_size)")
-    parser.add_argument("--max-turns", type=int, default=None, help="search rounds (retriever.max_turns)")
-    parser.add_argument("--topk", type=int, default=None, help="documents per search (retriever.topk)")
-    parser.add_argument("--retriever-host", default=None, help="retrieval server host(s) (retriever.wiki.host)")
-    parser.add_argument("--retriever-port", type=int, default=None, help="retrieval server port (retriever.wiki.port)")
-    parser.add_argument("--sim-host", default=None, help="simulation server host(s) (retriever.simulation.host)")
-    parser.add_argument("--sim-port", type=int, default=None, help="simulation server port (retriever.simulation.port)")
-    parser.add_argument("--sim-model", default=None, help="served simulation model name (retriever.simulation.model)")
+    add_backend_arguments(parser)
     parser.add_argument("--limit", type=int, default=None, help="evaluate the first N rows of each data source")
     parser.add_argument("--seed", type=int, default=None, help="seed (trainer.seed)")
     parser.add_argument("--temperature", type=float, default=None,
