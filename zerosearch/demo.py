@@ -152,13 +152,11 @@ class Demo:
         self.servers: list[ServerHandle] = []
         self.host = str(cfg.servers.host)
         self.retrieval_port = int(cfg.servers.retrieval_port) or free_port(self.host)
-        self.sim_port = int(cfg.servers.simulation_port) or free_port(self.host)
-        while self.sim_port == self.retrieval_port:
-            self.sim_port = free_port(self.host)
+        self.sim_port = int(cfg.servers.simulation_port)
+        if not self.sim_port or self.sim_port == self.retrieval_port:
+            self.sim_port = free_port(self.host, exclude={self.retrieval_port})
         # the training paragraphs' own retrieval server, only for collecting the simulator's tuning rows
-        self.train_retrieval_port = free_port(self.host)
-        while self.train_retrieval_port in (self.retrieval_port, self.sim_port):
-            self.train_retrieval_port = free_port(self.host)
+        self.train_retrieval_port = free_port(self.host, exclude={self.retrieval_port, self.sim_port})
         self.timings: dict[str, float] = {}
         self.t0 = time.monotonic()
 

@@ -64,6 +64,7 @@ from verl.workers.reward_manager import NaiveRewardManager
 from verl.workers.rollout.base import GenerationOutput, SamplingConfig
 from zerosearch.eval_data import EvalSet, load_eval_sets, split_by_kind
 from zerosearch.eval_report import markdown_table, write_outputs
+from zerosearch.prompts import split_context
 from zerosearch.reward import compute_score, extract_answer, gold_answers
 from zerosearch.tools import SEARCH_MODES, SearchTool
 
@@ -237,21 +238,15 @@ class RagFirstTurn:
     question as the policy prompt states it. Every later turn is the model's own. Log-probs of the
     first turn are 0 (nothing is trained on them)."""
 
-    QUESTION_MARK = "Question: "
-
     def __init__(self, generate: GenerateFn, tokenizer: Any) -> None:
         self.generate, self.tokenizer = generate, tokenizer
 
-    def question(self, context: str) -> str | None:
+    @staticmethod
+    def question(context: str) -> str | None:
         """The question of ``context`` (decoded prompt + response so far), or None when the context
         already holds an observation (a later turn)."""
-        at = context.rfind(self.QUESTION_MARK)
-        if at < 0:
-            raise ValueError(f"RagFirstTurn: no '{self.QUESTION_MARK}' in the prompt: {context[-200:]!r}")
-        tail = context[at + len(self.QUESTION_MARK):]
-        if "<information>" in tail:
-            return None
-        return tail.split("\n", 1)[0].strip()
+        question, rest = split_context(context)
+        return None if "<information>" in rest else question
 
     @staticmethod
     def first_turn(generated: str, question: str) -> str:

@@ -104,9 +104,23 @@ def preprocess_question(question: str) -> str:
     return question
 
 
+QUESTION_MARK = "Question: "  # where make_prefix's prompt states the question (POLICY_INSTRUCTION)
+
+
 def make_prefix(question: str) -> str:
     """The policy prompt: the instruction followed by ``Question: {question}\\n``."""
     return POLICY_INSTRUCTION.format(question=preprocess_question(question))
+
+
+def split_context(context: str) -> tuple[str, str]:
+    """(question, what follows the question's line) of a decoded policy context: the prompt of
+    ``make_prefix`` (chat-templated or not) and the response so far. ValueError when the context
+    holds no ``Question: `` line."""
+    at = context.rfind(QUESTION_MARK)
+    if at < 0:
+        raise ValueError(f"no '{QUESTION_MARK}' in the policy context: {context[-200:]!r}")
+    question, _, rest = context[at + len(QUESTION_MARK):].partition("\n")
+    return question.strip(), rest
 
 
 def format_observation(documents: str) -> str:

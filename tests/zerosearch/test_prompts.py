@@ -195,3 +195,12 @@ def test_the_invalid_action_message_file_is_read_verbatim(tmp_path):
     assert invalid_action_message({"invalid_action_template": write(tmp_path, "inv.txt", text)}) == text
     with pytest.raises(PromptTemplateError, match=r"retriever\.invalid_action_template: template .*empty.txt is empty"):
         invalid_action_message({"invalid_action_template": write(tmp_path, "empty.txt", "\n")})
+
+
+def test_split_context_finds_the_question_of_a_policy_context():
+    from zerosearch.prompts import make_prefix, split_context
+
+    context = make_prefix("Who founded Zimra Works") + "<search> Zimra Works </search>"
+    assert split_context(context) == ("Who founded Zimra Works?", "<search> Zimra Works </search>")
+    with pytest.raises(ValueError, match="no 'Question: '"):
+        split_context("<search> x </search>")

@@ -28,8 +28,8 @@ from typing import Any, Sequence
 
 from verl.workers.rollout.base import GenerationOutput, SamplingConfig
 from zerosearch import reward
+from zerosearch.prompts import split_context
 
-QUESTION_MARK = "Question: "
 # The world's questions (zerosearch.miniature.world.build_questions) and paragraph sentences.
 _QUESTIONS = (
     ("founder_birthplace", re.compile(r"^Where was the founder of (.+) born\?$")),
@@ -83,11 +83,7 @@ def last_documents(context: str) -> list[tuple[str, str]]:
 
 def scripted_turn(context: str) -> str:
     """The scripted policy's next turn for ``context`` (decoded prompt + response so far)."""
-    at = context.rfind(QUESTION_MARK)
-    if at < 0:
-        raise ValueError(f"scripted policy: no '{QUESTION_MARK}' in the prompt")
-    tail = context[at + len(QUESTION_MARK):]
-    question = tail.split("\n", 1)[0].strip()
+    question, tail = split_context(context)
     kind, entity = question_kind(question)
     searches = tail.count("<information>")
     if searches == 0:

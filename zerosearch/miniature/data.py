@@ -93,8 +93,8 @@ import pyarrow.parquet as pq
 from zerosearch import qa_rows as qa_search
 from zerosearch import prompts, tiny
 from zerosearch.miniature.world import (OCCUPATIONS, SPLITS, Question, World, build_questions, build_world,
-                                        draw_name_pools, entity_groups, redraw_facts, split_entities,
-                                        write_world)
+                                        draw_name_pools, entity_groups, qa_line, redraw_facts,
+                                        split_entities, write_world)
 from zerosearch.reward import normalize_answer
 from zerosearch.tools.documents import format_documents, format_passage
 
@@ -345,8 +345,7 @@ def prepare_world(out_dir: str | Path, seed: int = 0, *, n_people: int = 300, n_
         paths["rl_train"] = out / "rl_train.jsonl"
         with paths["rl_train"].open("w", encoding="utf-8") as f:
             for q in rl_questions:
-                f.write(json.dumps({"id": q.id, "question": q.question, "golden_answers": q.golden_answers,
-                                    "data_source": f"mini_{q.hops}hop", "kind": q.kind}) + "\n")
+                f.write(json.dumps(qa_line(q)) + "\n")
     for split in SPLITS:
         source = paths["rl_train"] if split == "train" and rl_fraction > 0 else paths[split]
         rows = _parquet_rows(source, split)
@@ -369,7 +368,6 @@ def prepare_world(out_dir: str | Path, seed: int = 0, *, n_people: int = 300, n_
                                                        seed=seed, vocab_size=vocab_size, kind=kind)
 
     train_questions = sft_questions
-    train_names = train_entities
     train_people = {p.name for p in world.people} & train_entities
     rng = random.Random(seed + 2)
     if warmstart_questions is not None and warmstart_questions < len(train_questions):
@@ -383,7 +381,7 @@ def prepare_world(out_dir: str | Path, seed: int = 0, *, n_people: int = 300, n_
     if counterfactual_worlds:
         train_ids = [q.id for q in train_questions]
         for i in range(1, counterfactual_worlds + 1):
-            cw = redraw_facts(world, seed + i * COUNTERFACTUAL_SEED_STRIDE, founders_from=train_names)
+            cw = redraw_facts(world, seed + i * COUNTERFACTUAL_SEED_STRIDE, founders_from=train_entities)
             by_id = {q.id: q for q in build_questions(cw)}
             rows += warmstart_rows(cw, [by_id[qid] for qid in train_ids], tokenizer, _bm25(cw, train_entities), topk,
                                    wrong_rate, seed + 3 + i * COUNTERFACTUAL_SEED_STRIDE, skip_rate, counterfactual=i,

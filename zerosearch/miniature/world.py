@@ -261,6 +261,12 @@ def split_entities(splits: dict[str, list[Question]]) -> dict[str, set[str]]:
     return {split: {e for q in qs for e in q.entities} for split, qs in splits.items()}
 
 
+def qa_line(q: Question) -> dict:
+    """The QA jsonl record of ``q`` (the fields of data/qa, with the question's ``kind``)."""
+    return {"id": q.id, "question": q.question, "golden_answers": q.golden_answers,
+            "data_source": f"mini_{q.hops}hop", "kind": q.kind}
+
+
 def write_world(world: World, questions: list[Question], out_dir: str, test_fraction: float = 0.2,
                 seed: int = 0, val_fraction: float = 0.0) -> dict[str, str]:
     """Write corpus.jsonl, train.jsonl, val.jsonl, test.jsonl (QA lines as in data/qa, with the
@@ -275,8 +281,7 @@ def write_world(world: World, questions: list[Question], out_dir: str, test_frac
         paths[split] = os.path.join(out_dir, f"{split}.jsonl")
         with open(paths[split], "w", encoding="utf-8") as f:
             for q in rows:
-                f.write(json.dumps({"id": q.id, "question": q.question, "golden_answers": q.golden_answers,
-                                    "data_source": f"mini_{q.hops}hop", "kind": q.kind}) + "\n")
+                f.write(json.dumps(qa_line(q)) + "\n")
     with open(paths["world"], "w", encoding="utf-8") as f:
         json.dump({"cities": world.cities, "people": [asdict(p) for p in world.people],
                    "companies": [asdict(c) for c in world.companies]}, f)
