@@ -197,6 +197,25 @@ def simulate_prompt_prompt(query: str, question: str, answer: str, noisy: bool, 
     return "\n".join(lines) + "\n"
 
 
+def simulation_messages(prompt: str, system_prompt: str | None) -> list[dict[str, str]]:
+    """The chat messages a simulation LLM receives for one simulation ``prompt``.
+
+    A system message holding ``system_prompt``, then the prompt as the user message;
+    ``system_prompt`` None gives the user message alone (the chat template's own default then
+    applies). The search client sends these at serving time and the simulation-tuning pipeline
+    writes them into its SFT rows, so a tuned simulator is served exactly what it was tuned on.
+    ``retriever.simulation.system_prompt`` (configs/retriever/default.yaml) holds the default: ""
+    (an empty system message, with which the released simulators were tuned and served).
+    """
+    if not isinstance(prompt, str):
+        raise TypeError(f"simulation_messages: prompt must be a string, got {type(prompt).__name__}")
+    if system_prompt is not None and not isinstance(system_prompt, str):
+        raise ValueError("simulation_messages: system_prompt (retriever.simulation.system_prompt) must be a "
+                         f"string or null, got {system_prompt!r}")
+    user = [{"role": "user", "content": prompt}]
+    return user if system_prompt is None else [{"role": "system", "content": system_prompt}, *user]
+
+
 def build_simulation_prompt(mode: str, query: str, question: str, answer: str, noisy: bool, topk: int = 5) -> str:
     """The simulation prompt of ``mode`` (``simulate_sft`` or ``simulate_prompt``) for one query."""
     if mode == "simulate_sft":

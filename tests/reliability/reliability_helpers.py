@@ -100,7 +100,7 @@ def agent_config(port: int, **retriever: Any):
     """A trainer config with what ``SearchAgentLoop`` reads; simulation tool on 127.0.0.1:``port``;
     the failure policy of configs/retriever/default.yaml unless ``retriever`` overrides a key."""
     simulation = {"host": "127.0.0.1", "port": port, "model": "simulation", "protocol": "openai",
-                  "system_prompt": None, "temperature": 0.8, "max_tokens": 64, "concurrency": 8,
+                  "system_prompt": "", "tokenizer": None, "temperature": 0.8, "max_tokens": 64, "concurrency": 8,
                   "timeout": 1.0, "max_retries": 1, "backoff": 0.05}
     simulation.update(retriever.pop("simulation", {}))
     cfg = {

@@ -17,6 +17,8 @@ Every stage is resumable: run the same command again after an interruption. ``al
 ``W/collected.jsonl``, ``W/labelled.jsonl``, ``W/sft/`` and ``W/model/`` (the tuned model in
 ``W/model/huggingface``). The search backends read ``configs/retriever/default.yaml`` (or
 ``--retriever-config``); ``--wiki-host``/``--wiki-port`` override the retrieval server address.
+The SFT rows carry the system message of that file's ``simulation.system_prompt``, the one the
+search client sends the simulator at serving time.
 """
 
 from __future__ import annotations
@@ -48,6 +50,19 @@ def retriever_config(args: argparse.Namespace):
     if args.wiki_port is not None:
         cfg.wiki.port = args.wiki_port
     return cfg
+
+
+def system_prompt(args: argparse.Namespace) -> str | None:
+    """``simulation.system_prompt`` of the retriever config: the system message of the SFT rows."""
+    from omegaconf import OmegaConf
+
+    path = Path(args.retriever_config)
+    if not path.is_file():
+        raise FileNotFoundError(f"--retriever-config {path} does not exist")
+    cfg = OmegaConf.load(path)
+    if "simulation" not in cfg or "system_prompt" not in cfg.simulation:
+        raise ValueError(f"--retriever-config {args.retriever_config}: missing key simulation.system_prompt")
+    return cfg.simulation.system_prompt
 
 
 def run_collect(args: argparse.Namespace, out: Path) -> dict:
@@ -105,9 +120,14 @@ def _add_collect(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-turns", type=int, default=4, help="checkpoint policy: search rounds per question")
     p.add_argument("--temperature", type=float, default=1.0, help="checkpoint policy: sampling temperature")
     p.add_argument("--policy-device", default="cpu", help="checkpoint policy: torch device")
-    p.add_argument("--retriever-config", default=str(DEFAULT_RETRIEVER_CONFIG), help="retriever block (yaml)")
     p.add_argument("--wiki-host", default=None, help="retrieval server host(s) (default: from the config)")
     p.add_argument("--wiki-port", type=int, default=None, help="retrieval server port (default: from the config)")
+
+
+def _add_retriever_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--retriever-config", default=str(DEFAULT_RETRIEVER_CONFIG),
+                   help="retriever block (yaml): the search backends (collect) and the simulator's system "
+                        "message, simulation.system_prompt (build)")
 
 
 def _add_label(p: argparse.ArgumentParser) -> None:
@@ -154,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("collect", help="run a policy against a real search backend")
     _add_collect(p)
+    _add_retriever_config(p)
     p.add_argument("--out", required=True, help="output jsonl")
 
     p = sub.add_parser("label", help="label each document useful or noisy")
@@ -165,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labelled", required=True)
     p.add_argument("--out", required=True, help="output folder (train.parquet, val.parquet)")
     _add_build(p)
+    _add_retriever_config(p)
 
     p = sub.add_parser("tune", help="SFT the simulation model and export it")
     p.add_argument("--train-file", required=True)
@@ -175,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("all", help="collect, label, build and tune into --work-dir")
     p.add_argument("--work-dir", required=True)
     _add_collect(p)
+    _add_retriever_config(p)
     _add_label(p)
     _add_build(p)
     _add_tune(p)
@@ -193,7 +216,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     elif args.stage == "label":
         result = run_label(args, Path(args.collected), Path(args.out))
     elif args.stage == "build":
-        result = {k: str(v) for k, v in build_sft.build(args.labelled, args.out, topk=args.topk, min_docs=args.min_docs,
+        result = {k: str(v) for k, v in build_sft.build(args.labelled, args.out, system_prompt=system_prompt(args),
+                                                       topk=args.topk, min_docs=args.min_docs,
                                                        val_fraction=args.val_fraction, seed=args.seed).items()}
     elif args.stage == "tune":
         result = {"huggingface": str(run_tune(args, args.train_file, Path(args.out), args.val_file))}
@@ -204,8 +228,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         print(f"[collect] {json.dumps(result['collect'])}", flush=True)
         result["label"] = run_label(args, work / "collected.jsonl", work / "labelled.jsonl")
         print(f"[label] {json.dumps(result['label'])}", flush=True)
-        sft = build_sft.build(work / "labelled.jsonl", work / "sft", topk=args.topk, min_docs=args.min_docs,
-                              val_fraction=args.val_fraction, seed=args.seed)
+        sft = build_sft.build(work / "labelled.jsonl", work / "sft", system_prompt=system_prompt(args), topk=args.topk,
+                              min_docs=args.min_docs, val_fraction=args.val_fraction, seed=args.seed)
         result["build"] = {k: str(v) for k, v in sft.items()}
         val = str(sft["val"]) if "val" in sft else None
         result["huggingface"] = str(run_tune(args, str(sft["train"]), work / "model", val))

@@ -3,12 +3,15 @@
 For each labelled record and each kind (useful, noisy) that has at least ``min_docs`` documents
 of that kind, one candidate row:
 
-    prompt    zerosearch.prompts.simulate_sft_prompt(query, question, first gold answer,
-              noisy=kind == "noisy", topk=n): the released simulators' prompt, asking for the
-              number of documents the response really holds (n = min(topk, documents of the kind))
+    prompt    the chat messages zerosearch.prompts.simulation_messages(p, system_prompt), where p
+              is simulate_sft_prompt(query, question, first gold answer, noisy=kind == "noisy",
+              topk=n), the released simulators' prompt asking for the number of documents the
+              response really holds (n = min(topk, documents of the kind)), and system_prompt is
+              retriever.simulation.system_prompt: the messages the search client sends the
+              simulator at serving time, so the tuned model is served what it was tuned on
     response  "Doc 1: ...\\nDoc 2: ..." with those documents, in the backend's rank order
 
-Identical (prompt, response) pairs are kept once. Balancing: the larger kind is down-sampled to
+The SFT trainer applies the tuned model's chat template to the messages. Identical (prompt, response) pairs are kept once. Balancing: the larger kind is down-sampled to
 the size of the smaller one (seeded), then the rows are shuffled (seeded). With ``val_fraction``
 > 0, a seeded share of the *questions* (not rows, so no question leaks across) goes to
 ``val.parquet``. Columns: prompt, response, kind, query, question, question_id.
@@ -23,7 +26,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from zerosearch.prompts import simulate_sft_prompt
+from zerosearch.prompts import simulate_sft_prompt, simulation_messages
 from zerosearch.simulation_tuning.label import NOISY, USEFUL
 from zerosearch.simulation_tuning.records import read_jsonl
 from zerosearch.tools.documents import format_documents
@@ -31,7 +34,7 @@ from zerosearch.tools.documents import format_documents
 logger = logging.getLogger(__name__)
 
 SCHEMA = pa.schema([
-    ("prompt", pa.string()),
+    ("prompt", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
     ("response", pa.string()),
     ("kind", pa.string()),
     ("query", pa.string()),
@@ -40,8 +43,9 @@ SCHEMA = pa.schema([
 ])
 
 
-def candidate_rows(records: list[dict], topk: int = 5, min_docs: int = 1) -> list[dict]:
-    """All (prompt, response) rows the labelled ``records`` give (see the module docstring)."""
+def candidate_rows(records: list[dict], system_prompt: str | None, topk: int = 5, min_docs: int = 1) -> list[dict]:
+    """All (prompt, response) rows the labelled ``records`` give (see the module docstring);
+    ``system_prompt`` is ``retriever.simulation.system_prompt``."""
     if topk < 1 or min_docs < 1 or min_docs > topk:
         raise ValueError(f"need 1 <= min_docs <= topk, got min_docs={min_docs}, topk={topk}")
     rows, seen = [], set()
@@ -59,7 +63,7 @@ def candidate_rows(records: list[dict], topk: int = 5, min_docs: int = 1) -> lis
             if (prompt, response) in seen:
                 continue
             seen.add((prompt, response))
-            rows.append({"prompt": prompt, "response": response, "kind": kind, "query": r["query"],
+            rows.append({"prompt": simulation_messages(prompt, system_prompt), "response": response, "kind": kind, "query": r["query"],
                          "question": r["question"], "question_id": str(r.get("question_id", r["question"]))})
     return rows
 
@@ -77,12 +81,13 @@ def balance(rows: list[dict], seed: int = 0) -> list[dict]:
     return out
 
 
-def build(labelled_path: str | Path, out_dir: str | Path, *, topk: int = 5, min_docs: int = 1,
-          val_fraction: float = 0.0, seed: int = 0) -> dict[str, Path]:
-    """Write ``out_dir/train.parquet`` (and ``val.parquet`` when ``val_fraction`` > 0)."""
+def build(labelled_path: str | Path, out_dir: str | Path, *, system_prompt: str | None, topk: int = 5,
+          min_docs: int = 1, val_fraction: float = 0.0, seed: int = 0) -> dict[str, Path]:
+    """Write ``out_dir/train.parquet`` (and ``val.parquet`` when ``val_fraction`` > 0);
+    ``system_prompt`` is ``retriever.simulation.system_prompt``."""
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    rows = candidate_rows(read_jsonl(labelled_path), topk, min_docs)
+    rows = candidate_rows(read_jsonl(labelled_path), system_prompt, topk, min_docs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     questions = sorted({r["question_id"] for r in rows})

@@ -71,6 +71,7 @@ def build_search_tool(retriever_cfg: Mapping[str, Any], mode: str) -> SearchTool
             max_retries=_get(retriever_cfg, "simulation.max_retries"),
             backoff=_get(retriever_cfg, "simulation.backoff"),
             system_prompt=_get(retriever_cfg, "simulation.system_prompt"),
+            tokenizer=_get(retriever_cfg, "simulation.tokenizer"),
             prompt_templates=simulate_prompt_templates(retriever_cfg),
             **common,
         )

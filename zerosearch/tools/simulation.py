@@ -1,14 +1,21 @@
 """Search simulated by an LLM server: each query becomes a prompt, the reply becomes the documents.
 
+Messages: each query's simulation prompt becomes the chat messages of
+``zerosearch.prompts.simulation_messages(prompt, system_prompt)``: by default
+(``system_prompt`` "") an empty system message and the prompt as the user message, the text the
+released simulators were tuned and served with, and the same messages the simulation-tuning
+pipeline writes into its SFT rows. Both protocols deliver the same text to the model:
+
 Protocols:
-    openai         POST {base}/v1/chat/completions with one user message holding the prompt (plus a
-                   system message when ``system_prompt`` is set); the server applies the model's chat
-                   template. Works with sglang and vLLM (vLLM needs the real served model name).
-                   Each request carries a seed derived from the tool seed and a request counter, so a
-                   run with the same seed sends the same seeds.
-    sglang_native  POST {base}/generate {"text": prompt, "sampling_params": {...}}. The client sends
-                   the prompt as plain text: no chat template is applied by either side, and no seed
-                   is sent.
+    openai         POST {base}/v1/chat/completions with the messages; the server applies the
+                   model's chat template. Works with sglang and vLLM (vLLM needs the real served
+                   model name). Each request carries a seed derived from the tool seed and a request
+                   counter, so a run with the same seed sends the same seeds.
+    sglang_native  POST {base}/generate {"text": ..., "sampling_params": {...}}, where the text is
+                   the chat template applied by the client to the messages (generation prompt
+                   added), with the tokenizer ``tokenizer`` names, or, when that is None, the one at
+                   the ``tokenizer_path`` (else ``model_path``) the first server reports at
+                   ``GET /get_model_info``, loaded once. No seed is sent.
 
 Reply clean-up: blank lines collapse to single newlines; the text from ``Doc {topk+1}`` on is dropped;
 the result is stripped. A reply without a ``Doc 1`` line (a small simulator writes the odd
@@ -35,7 +42,7 @@ from typing import Any, Mapping, Sequence
 import aiohttp
 import numpy as np
 
-from zerosearch.prompts import SIMULATION_MODES, build_simulation_prompt, render_simulate_prompt
+from zerosearch.prompts import SIMULATION_MODES, build_simulation_prompt, render_simulate_prompt, simulation_messages
 from zerosearch.tools.base import NO_INFORMATION, SearchRequest, SearchResult, SearchTool, require_int, require_number
 from zerosearch.tools.endpoints import derive_seed, parse_endpoints
 from zerosearch.tools.retry import (
@@ -95,7 +102,10 @@ class SimulationSearchTool(SearchTool):
         backoff: base of the exponential backoff, seconds.
         seed: derives the per-request sampling seeds and the retry jitter.
         cache_size: LRU entries keyed by (mode, query, noisy, question); 0 = off.
-        system_prompt: content of a system message (openai protocol); None sends none.
+        system_prompt: content of the system message sent before each prompt (both protocols);
+            "" = an empty system message (the released simulators' input); None sends none.
+        tokenizer: sglang_native only: the tokenizer (a Hugging Face folder or hub name) whose chat
+            template the client applies; None = the one the server reports at /get_model_info.
         prompt_templates: the user's simulate_prompt templates, checked
             (``zerosearch.prompts.simulate_prompt_templates``), keyed "useful" / "noisy"; a kind
             left out keeps the shipped prompt. Unused in simulate_sft mode.
@@ -117,7 +127,8 @@ class SimulationSearchTool(SearchTool):
         backoff: float = 0.5,
         seed: int = 0,
         cache_size: int = 0,
-        system_prompt: str | None = None,
+        system_prompt: str | None = "",
+        tokenizer: str | None = None,
         prompt_templates: Mapping[str, str] | None = None,
     ):
         if mode not in SIMULATION_MODES:
@@ -127,7 +138,11 @@ class SimulationSearchTool(SearchTool):
         if not isinstance(model, str):
             raise ValueError(f"SimulationSearchTool: model (retriever.simulation.model) must be a string, got {model!r}")
         if system_prompt is not None and not isinstance(system_prompt, str):
-            raise ValueError(f"SimulationSearchTool: system_prompt must be a string or None, got {system_prompt!r}")
+            raise ValueError("SimulationSearchTool: system_prompt (retriever.simulation.system_prompt) must be a "
+                             f"string or null, got {system_prompt!r}")
+        if tokenizer is not None and (not isinstance(tokenizer, str) or not tokenizer.strip()):
+            raise ValueError("SimulationSearchTool: tokenizer (retriever.simulation.tokenizer) must be a non-empty "
+                             f"path or model name, or null, got {tokenizer!r}")
         self.name = mode
         super().__init__(cache_size=cache_size)
         self.mode = mode
@@ -140,6 +155,8 @@ class SimulationSearchTool(SearchTool):
         self.concurrency = require_int("concurrency (retriever.simulation.concurrency)", concurrency, 1)
         self.seed = require_int("seed (retriever.seed)", seed, 0)
         self.system_prompt = system_prompt
+        self.tokenizer = tokenizer
+        self._chat_tokenizer: Any = None  # loaded on the first sglang_native search
         self.prompt_templates = dict(prompt_templates or {})
         unknown = sorted(set(self.prompt_templates) - {"useful", "noisy"})
         if unknown:
@@ -182,11 +199,44 @@ class SimulationSearchTool(SearchTool):
             return render_simulate_prompt(template, request.query, request.question, answer, request.noisy, self.topk)
         return build_simulation_prompt(self.mode, request.query, request.question, answer, request.noisy, self.topk)
 
+    def chat_text(self, prompt: str) -> str:
+        """The text sent to ``/generate`` (sglang_native): the chat template applied to the messages
+        of ``prompt``, generation prompt added. Needs the tokenizer (loaded on the first search)."""
+        if self._chat_tokenizer is None:
+            raise RuntimeError("SimulationSearchTool.chat_text: the chat tokenizer is not loaded yet")
+        messages = simulation_messages(prompt, self.system_prompt)
+        return self._chat_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    async def _load_chat_tokenizer(self, session: aiohttp.ClientSession) -> None:
+        """Load the tokenizer whose chat template sglang_native requests are rendered with."""
+        name = self.tokenizer
+        if name is None:
+            url = self.endpoints[0] + "/get_model_info"
+            try:
+                async with session.get(url, allow_redirects=False) as response:
+                    info = await response.json(content_type=None) if response.status == 200 else None
+            except Exception as exc:
+                raise RuntimeError(f"{self.mode}: cannot ask {url} for the served model's tokenizer "
+                                   f"({describe_error(exc)}); set retriever.simulation.tokenizer") from None
+            name = (info.get("tokenizer_path") or info.get("model_path")) if isinstance(info, dict) else None
+            if not isinstance(name, str) or not name:
+                raise RuntimeError(f"{self.mode}: {url} names no tokenizer_path or model_path; set "
+                                   "retriever.simulation.tokenizer (the simulator's Hugging Face folder)")
+        from transformers import AutoTokenizer
+
+        try:
+            tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, name)
+        except Exception as exc:
+            raise RuntimeError(f"{self.mode}: cannot load the simulator's tokenizer {name!r} "
+                               f"(retriever.simulation.tokenizer): {describe_error(exc)}") from None
+        if not getattr(tokenizer, "chat_template", None):
+            raise RuntimeError(f"{self.mode}: the tokenizer {name!r} (retriever.simulation.tokenizer) has no chat "
+                               "template; sglang_native requests need one to render the messages")
+        self._chat_tokenizer = tokenizer
+
     def _payload(self, prompt: str, seed: int) -> tuple[str, dict[str, Any]]:
         if self.protocol == "openai":
-            messages = [{"role": "user", "content": prompt}]
-            if self.system_prompt is not None:
-                messages.insert(0, {"role": "system", "content": self.system_prompt})
+            messages = simulation_messages(prompt, self.system_prompt)
             body = {
                 "model": self.model,
                 "messages": messages,
@@ -195,7 +245,7 @@ class SimulationSearchTool(SearchTool):
                 "seed": seed,
             }
             return "/v1/chat/completions", body
-        body = {"text": prompt, "sampling_params": {"max_new_tokens": self.max_tokens, "temperature": self.temperature}}
+        body = {"text": self.chat_text(prompt), "sampling_params": {"max_new_tokens": self.max_tokens, "temperature": self.temperature}}
         return "/generate", body
 
     def _reply_text(self, data: Any) -> str:
@@ -253,6 +303,9 @@ class SimulationSearchTool(SearchTool):
 
     async def _search_uncached(self, requests: list[SearchRequest]) -> list[SearchResult]:
         prompts = [self.build_prompt(r) for r in requests]  # bad rows fail before any request is sent
+        if self.protocol == "sglang_native" and self._chat_tokenizer is None:
+            session, _ = await self._ensure_session()
+            await self._load_chat_tokenizer(session)
         first = self._counter
         self._counter += len(requests)
         return list(await asyncio.gather(*(self._one(r, p, first + k) for k, (r, p) in enumerate(zip(requests, prompts)))))

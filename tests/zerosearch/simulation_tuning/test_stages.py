@@ -116,24 +116,32 @@ def test_build_writes_a_balanced_seeded_simulate_sft_set(tmp_path):
     labelled = tmp_path / "labelled.jsonl"
     label.label(collected, labelled, progress=False)
     # Candidates: a useful(1) + a noisy(2), b useful(1), c useful(1) + c noisy(1): 3 useful, 2 noisy.
-    rows = build_sft.candidate_rows(read_jsonl(labelled), topk=5)
+    rows = build_sft.candidate_rows(read_jsonl(labelled), "", topk=5)
     assert sorted(r["kind"] for r in rows) == ["noisy", "noisy", "useful", "useful", "useful"]
     a_noisy = next(r for r in rows if r["question_id"] == "a" and r["kind"] == "noisy")
-    assert a_noisy["prompt"] == _sft_prompt("noisy", "two", "Where was Tala Menz born?", "Vostrand", "Tala Menz")
+    # The messages the search client sends at serving time: an empty system message, then the prompt.
+    assert a_noisy["prompt"] == [{"role": "system", "content": ""}, {"role": "user", "content": _sft_prompt(
+        "noisy", "two", "Where was Tala Menz born?", "Vostrand", "Tala Menz")}]
     assert a_noisy["response"] == f"Doc 1: {CORPUS['Orla Fenn']}\nDoc 2: {CORPUS['Zimra Works']}"
     b_useful = next(r for r in rows if r["question_id"] == "b")
-    assert b_useful["prompt"] == _sft_prompt("useful", "one", "Where was Orla Fenn born?", "Kelvar", "Orla Fenn")
+    assert b_useful["prompt"][1]["content"] == _sft_prompt("useful", "one", "Where was Orla Fenn born?", "Kelvar",
+                                                           "Orla Fenn")
     assert b_useful["response"] == f"Doc 1: {CORPUS['Orla Fenn']}"
     # topk caps the documents per row.
-    assert build_sft.candidate_rows(read_jsonl(labelled), topk=1)[1]["response"] == f"Doc 1: {CORPUS['Orla Fenn']}"
+    assert build_sft.candidate_rows(read_jsonl(labelled), "", topk=1)[1]["response"] == f"Doc 1: {CORPUS['Orla Fenn']}"
 
-    paths = build_sft.build(labelled, tmp_path / "sft", topk=5, seed=3)
+    paths = build_sft.build(labelled, tmp_path / "sft", system_prompt="", topk=5, seed=3)
     table = pq.read_table(paths["train"]).to_pylist()
     assert len(table) == 4 and sum(r["kind"] == "useful" for r in table) == 2
-    assert {(r["prompt"], r["response"]) for r in table if r["kind"] == "noisy"} == {
-        (r["prompt"], r["response"]) for r in rows if r["kind"] == "noisy"}
-    again = pq.read_table(build_sft.build(labelled, tmp_path / "sft2", topk=5, seed=3)["train"]).to_pylist()
+    assert {(json.dumps(r["prompt"]), r["response"]) for r in table if r["kind"] == "noisy"} == {
+        (json.dumps(r["prompt"]), r["response"]) for r in rows if r["kind"] == "noisy"}
+    again = pq.read_table(build_sft.build(labelled, tmp_path / "sft2", system_prompt="", topk=5,
+                                          seed=3)["train"]).to_pylist()
     assert again == table
+    # system_prompt overrides the system message; None leaves it out.
+    assert build_sft.candidate_rows(read_jsonl(labelled), "Be brief.")[0]["prompt"][0] == {
+        "role": "system", "content": "Be brief."}
+    assert [m["role"] for m in build_sft.candidate_rows(read_jsonl(labelled), None)[0]["prompt"]] == ["user"]
 
 
 def test_build_refuses_a_set_without_one_kind(tmp_path):
@@ -141,7 +149,7 @@ def test_build_refuses_a_set_without_one_kind(tmp_path):
     path.write_text(json.dumps({"id": "a#0", "question_id": "a", "question": "Q?", "golden_answers": ["x"],
                                 "query": "q", "documents": ["x y"], "labels": ["useful"]}) + "\n")
     with pytest.raises(ValueError, match="0 noisy"):
-        build_sft.build(path, tmp_path / "out")
+        build_sft.build(path, tmp_path / "out", system_prompt="")
 
 
 def test_load_questions_reads_jsonl_and_parquet_and_rejects_bad_rows(tmp_path):

@@ -1,7 +1,7 @@
 """A fake simulation / retrieval server for the search-tool tests.
 
 A FastAPI app served by uvicorn in a thread on 127.0.0.1 (a free port). It implements
-``/v1/chat/completions``, ``/generate`` and ``/retrieve``, records every request body, counts the
+``/v1/chat/completions``, ``/generate``, ``/retrieve`` and ``/get_model_info``, records every request body, counts the
 requests in flight, and can be told to be slow, to hang, to answer 500 / 400, to return garbage, or
 to fail the first N requests. Simulated documents echo the question, answer and query found in the
 prompt, so a test can check that each query was built from its own row.
@@ -22,7 +22,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 _QA_LINE = re.compile(r'The user is trying to answer the question: "(.*)" whose answer is (.*)\.\n')
-_QUERY_LINE = re.compile(r"\nQuery: (.*)\n(Useful|Noisy) Output:\n$")
+# The prompt's last line, at the end of the text or of the user turn of a chat-templated text.
+_QUERY_LINE = re.compile(r"\nQuery: (.*)\n(Useful|Noisy) Output:\n(?:<\|im_end\|>|$)")
 
 
 @dataclass
@@ -34,6 +35,7 @@ class FakeState:
     fail_first: int = 0  # answer 500 to this many requests, then behave per mode
     n_docs: int = 7  # simulated documents per reply
     retrieve_shape: str = "document"  # document | plain | title_text | wrong_length | empty
+    model_path: str | None = None  # what /get_model_info reports as the served model's folder
     requests: list[tuple[str, dict]] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
@@ -47,6 +49,7 @@ class FakeState:
         with self.lock:
             self.mode, self.delay, self.fail_first, self.n_docs = "ok", 0.0, 0, 7
             self.retrieve_shape = "document"
+            self.model_path = None
             self.requests = []
             self.in_flight = self.max_in_flight = 0
             self.released = False
@@ -108,6 +111,10 @@ def build_app(state: FakeState) -> FastAPI:
             return early
         text = "garbage" if state.mode == "garbage" else simulated_reply(body["text"], state.n_docs)
         return {"text": text, "meta_info": {}}
+
+    @app.get("/get_model_info")
+    async def model_info():
+        return {"model_path": state.model_path, "is_generation": True}
 
     @app.post("/retrieve")
     async def retrieve(request: Request):

@@ -93,7 +93,7 @@ def test_each_query_gets_its_own_rows_question_and_answer(fake_server):
         kind = "Noisy" if noisy[i] else "Useful"
         expected_first = f"Doc 1: kind={kind} question=question number {i}? answer=answer{i} query=query {i}"
         assert result.documents.splitlines()[0] == expected_first
-    prompts = {b["messages"][0]["content"] for b in fake_server.state.bodies(CHAT)}
+    prompts = {b["messages"][-1]["content"] for b in fake_server.state.bodies(CHAT)}
     for i in range(6):
         word = "noisy" if noisy[i] else "useful"
         assert any(
@@ -302,15 +302,16 @@ def test_no_cache_means_every_query_is_sampled(fake_server):
     assert len(fake_server.state.bodies(CHAT)) == 2
 
 
-def test_sglang_native_protocol(fake_server):
-    with make_tool(fake_server, protocol="sglang_native", mode="simulate_prompt") as tool:
+def test_sglang_native_protocol(fake_server, qwen2_style_tokenizer_dir):
+    with make_tool(fake_server, protocol="sglang_native", mode="simulate_prompt",
+                   tokenizer=str(qwen2_style_tokenizer_dir)) as tool:
         results = tool.search(rows(2, noisy=[False, True]))
     bodies = fake_server.state.bodies("/generate")
     assert len(bodies) == 2
     for body in bodies:
         assert set(body) == {"text", "sampling_params"}
         assert body["sampling_params"] == {"max_new_tokens": 321, "temperature": 0.7}
-        assert body["text"].startswith("You are the Google search engine.\n")
+        assert body["text"].startswith("<|im_start|>system\n<|im_end|>\n<|im_start|>user\nYou are the Google search engine.\n")
     assert all(r.ok for r in results)
     # The prompt-based noisy variant carries no question/answer line.
     assert "question=question number 0? answer=answer0" in results[0].documents
