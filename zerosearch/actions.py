@@ -72,8 +72,7 @@ def parse_action(
 
     Args:
         text: decoded text of one generation turn.
-        kinds: the action kinds to look for (the last turn of a trajectory looks for
-            ``("answer",)`` only, so a search written there is not an action).
+        kinds: the action kinds to look for.
         max_query_chars: cap on the length of a search query after stripping (None = no cap).
 
     Returns:

@@ -6,8 +6,10 @@ One trajectory = the prompt, then up to ``retriever.max_turns`` rounds of
     answer: done | search: one batched tool call for the whole turn -> ``<information>`` block |
     anything else: the self-correction message,
 
-then, for rows still going, one last generation that stops only at ``</answer>`` (a search written
-there is not executed). Everything is token in, token out: the sampled ids and their log-probs are
+then, for rows still going, one last generation that stops at ``</search>`` or ``</answer>``, as in
+every round: an answer ends the trajectory answered; a search written there ends it with no answer
+and no observation (the query is not run, so the policy cannot follow it with documents of its
+own and an answer; the reward scores the trajectory 0). Everything is token in, token out: the sampled ids and their log-probs are
 appended exactly as the engine returned them (cut only after the closing tag of the action, in
 token space), with loss-mask 1; observations and correction messages are tokenized on their own
 with loss-mask 0. The response side never exceeds ``data.max_response_length`` and the prompt is
@@ -170,8 +172,7 @@ class SearchAgentLoop(AgentLoopBase):
                 f"(the <information> tags alone take {tags} tokens)"
             )
 
-        self._stops_all = [closing_tag(SEARCH), closing_tag(ANSWER)]
-        self._stops_final = [closing_tag(ANSWER)]
+        self._stops = [closing_tag(SEARCH), closing_tag(ANSWER)]
 
         self._tools: dict[str, SearchTool | None] = {"train": search_tool, "val": val_search_tool}
         # One failure window per tool, kept for the whole run (across rounds and steps).
@@ -226,8 +227,8 @@ class SearchAgentLoop(AgentLoopBase):
             self._curriculum = NoiseCurriculum.from_config(self.retriever_cfg, total)
         return self._curriculum
 
-    def _sampling(self, validate: bool, final: bool, max_new_tokens: int) -> SamplingConfig:
-        stops = self._stops_final if final else self._stops_all
+    def _sampling(self, validate: bool, max_new_tokens: int) -> SamplingConfig:
+        stops = self._stops
         if validate:
             vk = _cfg(self.rollout_cfg, "val_kwargs", "actor_rollout_ref.rollout")
             knobs = dict(
@@ -344,7 +345,7 @@ class SearchAgentLoop(AgentLoopBase):
             if not active:
                 break
             budgets = {i: self.max_response_length - len(rows[i].response_ids) for i in active}
-            sampling = self._sampling(validate, final, min(self.max_new_tokens, max(budgets.values())))
+            sampling = self._sampling(validate, min(self.max_new_tokens, max(budgets.values())))
             outputs = generate([rows[i].context() for i in active], sampling)
             if len(outputs) != len(active):
                 raise ValueError(
@@ -369,8 +370,7 @@ class SearchAgentLoop(AgentLoopBase):
         if len(ids) > budget:  # the call's max_new_tokens serves the row with the most room left
             ids, log_probs = ids[:budget], log_probs[:budget]
         text = self._decode(ids)
-        kinds = (ANSWER,) if final else (SEARCH, ANSWER)
-        action: Action = parse_action(text, kinds=kinds, max_query_chars=self.max_query_chars)
+        action: Action = parse_action(text, kinds=(SEARCH, ANSWER), max_query_chars=self.max_query_chars)
         if action.kind != INVALID:
             keep = self._cut_after(ids, text, action.end)
             ids, log_probs = ids[:keep], log_probs[:keep]
@@ -383,8 +383,8 @@ class SearchAgentLoop(AgentLoopBase):
         if action.kind == ANSWER:
             row.done, row.answered = True, True
             return None
-        if final:
-            row.done, row.hit_length_cap = True, room <= 0
+        if final:  # a search here is not run: the trajectory ends without an answer or an observation
+            row.done, row.hit_length_cap = True, action.kind == INVALID and room <= 0
             return None
         if action.kind == SEARCH:
             row.search_queries.append(action.content)

@@ -77,19 +77,22 @@ class FaultServer:
 
 class SearchingPolicy:
     """``generate`` for ``SearchAgentLoop``: row k (its prompt reads ``row k:``) writes
-    ``<search>{queries[k]}</search>`` in every search turn and ``<answer>a{k}</answer>`` in the last."""
+    ``<search>{queries[k]}</search>`` in every search turn and ``<answer>a{k}</answer>`` in the last
+    (the turn after ``max_turns`` searches: every turn stops at ``</search>`` and ``</answer>``)."""
 
-    def __init__(self, tokenizer: Any, queries: list[str]) -> None:
+    def __init__(self, tokenizer: Any, queries: list[str], max_turns: int = 2) -> None:
         self.tok = tokenizer
         self.queries = queries
+        self.max_turns = max_turns
         self.calls = 0
 
     def __call__(self, prompts: list[list[int]], sampling: SamplingConfig) -> list[GenerationOutput]:
         self.calls += 1
-        final = "</search>" not in sampling.stop
         outs = []
         for p in prompts:
-            row = int(re.search(r"row (\d+):", self.tok.decode(p)).group(1))
+            context = self.tok.decode(p)
+            row = int(re.search(r"row (\d+):", context).group(1))
+            final = context.count("</search>") >= self.max_turns
             text = f"<answer>a{row}</answer>" if final else f"<search>{self.queries[row]}</search>"
             ids = self.tok.encode(text, add_special_tokens=False)
             outs.append(GenerationOutput(token_ids=ids, log_probs=[-0.5] * len(ids), finish_reason="stop"))

@@ -22,6 +22,7 @@ from verl.protocol import DataProto
 from verl.workers.rollout.base import GenerationOutput
 from zerosearch.agent import SearchAgentLoop
 from zerosearch.prompts import INVALID_ACTION_MESSAGE
+from zerosearch.reward import compute_score
 from zerosearch.tools.base import NO_INFORMATION, SearchResult, SearchTool
 from zerosearch.tools.failure import MalformedRepliesError, SearchFailureError
 
@@ -205,7 +206,7 @@ MAIN_SCRIPTS = {
     1: ["<search>q1</search>", "<answer>A1</answer>"],
     2: ["junk<eos>", "<search>q2</search>", "<answer>A2</answer>"],
     3: [NEVER, NEVER, NEVER],
-    4: ["<search>q4</search>", "<search>q4b</search>", "<search>q</search><answer>A4</answer>"],
+    4: ["<search>q4</search>", "<search>q4b</search>", "<search>q</search>"],  # a search in the final turn
 }
 
 
@@ -227,7 +228,7 @@ def test_response_mask_and_layout_hand_computed(tok, main_run):
         1: [(4, 1), (21, 0), (4, 1)],
         2: [(5, 1), (L, 0), (4, 1), (21, 0), (4, 1)],
         3: [(8, 1), (L, 0), (8, 1), (L, 0), (8, 1)],
-        4: [(4, 1), (21, 0), (5, 1), (22, 0), (7, 1)],
+        4: [(4, 1), (21, 0), (5, 1), (22, 0), (3, 1)],  # the final turn ends at its </search>
     }
     width = max(sum(n for n, _ in parts) for parts in expected.values())  # padded to the batch's longest
     assert out.batch["responses"].shape == (5, width)
@@ -295,7 +296,7 @@ def test_generation_calls(tok, main_run):
     first, last = engine.calls[0][1], engine.calls[-1][1]
     assert first.stop == ["</search>", "</answer>"]
     assert first.stop_token_ids == [tok.convert_tokens_to_ids("</search>"), tok.convert_tokens_to_ids("</answer>")]
-    assert last.stop == ["</answer>"] and last.stop_token_ids == [tok.convert_tokens_to_ids("</answer>")]
+    assert last.stop == first.stop and last.stop_token_ids == first.stop_token_ids  # the final turn stops alike
     knobs = (first.do_sample, first.temperature, first.top_p, first.top_k, first.max_new_tokens)
     assert knobs == (True, 0.9, 0.95, 50, 8)
     # second round: row 1's context = its whole prompt + its response so far (4 sampled + 21 observation)
@@ -310,7 +311,7 @@ def test_per_row_columns_and_metrics(tok, main_run):
     assert list(nt["num_turns"]) == [1, 2, 3, 3, 3]
     assert list(nt["num_searches"]) == [0, 1, 1, 0, 2]
     assert list(nt["num_valid_actions"]) == [1, 2, 2, 0, 3]
-    assert list(nt["answered"]) == [True, True, True, False, True]
+    assert list(nt["answered"]) == [True, True, True, False, False]  # row 4 searched in the final turn
     assert list(nt["search_queries"]) == [[], ["q1"], ["q2"], [], ["q4", "q4b"]]
     text = nt["trajectory_text"][1]
     assert text.startswith("P1:question 1?") and text.endswith("<answer>A1</answer>")
@@ -322,8 +323,8 @@ def test_per_row_columns_and_metrics(tok, main_run):
     assert m["search/turns_max"] == 3
     assert m["search/valid_action_rate"] == pytest.approx(8 / 12)
     assert m["search/searches_per_row"] == pytest.approx(4 / 5)
-    assert m["search/answered_rate"] == pytest.approx(4 / 5)
-    assert m["search/obs_tokens_share"] == pytest.approx((85 + 3 * L) / (150 + 3 * L))
+    assert m["search/answered_rate"] == pytest.approx(3 / 5)
+    assert m["search/obs_tokens_share"] == pytest.approx((85 + 3 * L) / (146 + 3 * L))
     assert m["search/failure_rate"] == 0.0
     assert m["search/p_noisy"] == 0.0 and m["search/noisy_share"] == 0.0
     assert m["search/requests"] == 4.0 and m["search/latency_mean_s"] == 0.5  # the tool's own counters
@@ -421,13 +422,56 @@ def test_overrun_after_stop_is_cut_in_token_space(tok):
     assert tool.calls[0][0].query == "q"
 
 
-def test_zero_search_rounds_means_one_answer_only_generation(tok):
+def test_zero_search_rounds_means_one_generation_whose_search_is_not_run(tok):
     tool = RecordingTool()
     loop = SearchAgentLoop(make_config(**{"retriever.max_turns": 0}), tok, search_tool=tool)
     engine = ScriptedEngine(tok, {0: ["<search>q</search>"]})
     out = loop.run(make_batch(tok, 1)[0], engine, step=1)
-    assert engine.calls[0][1].stop == ["</answer>"]
-    assert tool.calls == [] and out.non_tensor_batch["num_valid_actions"][0] == 0
+    assert engine.calls[0][1].stop == ["</search>", "</answer>"]
+    assert tool.calls == [] and not out.non_tensor_batch["answered"][0]
+    assert out.batch["response_mask"][0].tolist() == [1, 1, 1]
+
+
+# The exploit the final turn's </search> stop closes: search, write one's own documents, answer.
+FORGED = "<search>q</search><information>Doc 1: gold</information><answer>gold0</answer>"
+
+
+@pytest.mark.parametrize("max_turns", [1, 2, 5])
+def test_a_search_in_the_final_turn_ends_the_trajectory_unanswered(tok, max_turns):
+    """Row 0 searches every round and the final turn; row 1 answers in the final turn. A scripted
+    engine ignores the stops (it returns the forged tail), so the cut is the agent's own."""
+    tool = RecordingTool()
+    loop = SearchAgentLoop(make_config(**{"retriever.max_turns": max_turns,
+                                          "actor_rollout_ref.rollout.max_new_tokens": 80}), tok, search_tool=tool)
+    scripts = {0: [f"<search>s{t}</search>" for t in range(max_turns)] + [FORGED],
+               1: [f"<search>s{t}</search>" for t in range(max_turns)] + ["<answer>gold1</answer>"]}
+    engine = ScriptedEngine(tok, scripts)
+    out = loop.run(make_batch(tok, 2)[0], engine, step=1)
+    assert len(engine.calls) == max_turns + 1
+    assert all(sampling.stop == ["</search>", "</answer>"] for _, sampling in engine.calls)
+    assert len(tool.calls) == max_turns  # the final turn's search is never run
+    nt = out.non_tensor_batch
+    rounds = "".join(f"<search>s{t}</search>\n\n<information>Doc 1: about s{t}</information>\n\n"
+                     for t in range(max_turns))
+    assert nt["trajectory_text"][0] == "P0:question 0?" + rounds + "<search>q</search>"
+    assert nt["trajectory_text"][1] == "P1:question 1?" + rounds + "<answer>gold1</answer>"
+    assert list(nt["answered"]) == [False, True]
+    # Under the reward, the forged answer earns nothing; the real one does.
+    responses = [tok.decode(out.batch["responses"][r][out.batch["attention_mask"][r, -out.batch["responses"].shape[1]:]
+                                                       .bool()].tolist()) for r in (0, 1)]
+    assert [compute_score("t", text, [f"gold{r}"], metric="sub_em")["score"] for r, text in enumerate(responses)] \
+        == [0.0, 1.0]
+    assert list(nt["num_searches"]) == [max_turns, max_turns]
+    assert list(nt["num_turns"]) == [max_turns + 1, max_turns + 1]
+    # Each round: 4 sampled tokens ("<search>", "s", digit, "</search>") and a 21-token observation
+    # (2 newlines, <information>, "Doc 1: about s<t>" (15), </information>, 2 newlines);
+    # the final turn keeps "<search>", "q", "</search>" (3) for row 0 and the 7-token answer for row 1.
+    for row, last in ((0, 3), (1, 7)):
+        mask = segments_mask([(4, 1), (21, 0)] * max_turns + [(last, 1)])
+        n = len(mask)
+        assert out.batch["response_mask"][row, :n].tolist() == mask
+        assert out.batch["response_mask"][row, n:].sum().item() == 0
+        assert out.batch["attention_mask"][row, -out.batch["responses"].shape[1]:].sum().item() == n
 
 
 def test_raw_prompt_ids_take_precedence(tok):
