@@ -1,14 +1,18 @@
-"""Atomic, keep-last-N checkpoint folders on the driver side.
+"""Atomic, keep-last-N checkpoint folders and never-rotated weight exports on the driver side.
 
 Layout under ``root``::
 
-    global_step_<N>/            one complete checkpoint (workers write their files here)
+    global_step_<N>/            one complete checkpoint for resume (workers write their files here)
         trainer_state.json      step, data position, plug-in state, KL controller...
         COMPLETE                written last; a folder without it is never loaded
     latest_checkpointed_iteration.txt   N of the newest complete checkpoint
+    exports/global_step_<N>/    weights only (a Hugging Face folder), one per save, never rotated
 
 A checkpoint is first written into ``.tmp_global_step_<N>`` and renamed into place only when
-complete, so a process killed during a save leaves the previous checkpoint as the latest.
+complete, so a process killed during a save leaves the previous checkpoint as the latest. Only the
+newest ``max_to_keep`` checkpoints are kept; exports are written the same way (into
+``exports/.tmp_global_step_<N>``, renamed when complete, so an export folder that exists is
+whole) and are never removed, so every saved step can be evaluated after training.
 """
 
 from __future__ import annotations
@@ -22,7 +26,34 @@ from typing import Any, Callable
 LATEST_FILE = "latest_checkpointed_iteration.txt"
 COMPLETE_MARKER = "COMPLETE"
 STATE_FILE = "trainer_state.json"
+EXPORTS_DIR = "exports"
 _STEP_DIR = re.compile(r"^global_step_(\d+)$")
+
+
+def export_steps(root: str) -> list[tuple[int, str]]:
+    """``[(N, folder)]`` of the exports under ``root/exports``, ascending by step."""
+    exports = os.path.join(root, EXPORTS_DIR)
+    if not os.path.isdir(exports):
+        return []
+    found = []
+    for name in os.listdir(exports):
+        m = _STEP_DIR.match(name)
+        if m and os.path.isdir(os.path.join(exports, name)):
+            found.append((int(m.group(1)), os.path.join(exports, name)))
+    return sorted(found)
+
+
+def link_tree(src: str, dst: str) -> None:
+    """Copy the folder ``src`` to ``dst`` (which must not exist) by hard links where the filesystem
+    allows them (no second copy of the weights on disk), by copies otherwise."""
+
+    def link_or_copy(a: str, b: str) -> None:
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    shutil.copytree(src, dst, copy_function=link_or_copy)
 
 
 def _fsync_dir(path: str) -> None:
@@ -54,6 +85,28 @@ class CheckpointManager:
 
     def step_dir(self, step: int) -> str:
         return os.path.join(self.root, f"global_step_{step}")
+
+    def export_dir(self, step: int) -> str:
+        return os.path.join(self.root, EXPORTS_DIR, f"global_step_{step}")
+
+    def save_export(self, step: int, write_fn: Callable[[str], None]) -> str:
+        """Write the weights-only export of ``step``: ``write_fn(tmp_dir)`` writes it; the folder is
+        renamed into place when whole. Exports are never pruned."""
+        parent = os.path.join(self.root, EXPORTS_DIR)
+        os.makedirs(parent, exist_ok=True)
+        final = self.export_dir(step)
+        tmp = os.path.join(parent, f".tmp_global_step_{step}")
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp)
+        write_fn(tmp)
+        if not os.path.isdir(tmp):
+            raise RuntimeError(f"save_export: the export of step {step} wrote nothing to {tmp}")
+        _fsync_dir(tmp)
+        if os.path.exists(final):
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(parent)
+        return final
 
     def save(self, step: int, trainer_state: dict[str, Any], write_fn: Callable[[str], None]) -> str:
         """Write a checkpoint for ``step``: ``write_fn(tmp_dir)`` writes the workers' files."""

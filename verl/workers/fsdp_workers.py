@@ -357,24 +357,31 @@ class ActorRolloutRefWorker(_DistributedWorker):
         self._sync_rollout_weights()
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
-    def export_hf(self, path: str) -> None:
-        """Rank 0 writes the actor as a Hugging Face folder (``save_pretrained`` + tokenizer).
+    def export_hf(self, path: str, dtype: Optional[str] = None) -> None:
+        """Rank 0 writes the actor as a Hugging Face folder (``save_pretrained`` + tokenizer), its
+        floating-point weights cast to ``dtype`` (e.g. "bfloat16"; None = as trained).
 
         The folder loads with ``AutoModelForCausalLM.from_pretrained`` and with vLLM.
         """
         self._require_actor("export_hf")
         state = full_state_dict(self.actor_module, rank0_only=True)  # collective under FSDP
         if self.rank == 0:
-            export_causal_lm(unwrap_model(self.actor_module), state, self.tokenizer, path)
+            export_causal_lm(unwrap_model(self.actor_module), state, self.tokenizer, path,
+                             None if dtype is None else torch_dtype(dtype))
         if dist.is_initialized():
             dist.barrier()
 
 
-def export_causal_lm(template: torch.nn.Module, state: dict[str, torch.Tensor], tokenizer, path: str) -> None:
-    """Save ``state`` (full, HF-named) as a model of ``template``'s class and config, plus the tokenizer."""
+def export_causal_lm(template: torch.nn.Module, state: dict[str, torch.Tensor], tokenizer, path: str,
+                     dtype: Optional[torch.dtype] = None) -> None:
+    """Save ``state`` (full, HF-named) as a model of ``template``'s class and config, plus the tokenizer;
+    floating-point tensors cast to ``dtype`` when given."""
     config = copy.deepcopy(template.config)  # never mutate the training module's config
     if hasattr(config, "use_cache"):
         config.use_cache = True
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        config.dtype = dtype
     with torch.device("meta"):  # no second full copy in memory: the tensors of ``state`` are assigned
         model = type(template)(config)
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)

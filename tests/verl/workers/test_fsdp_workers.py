@@ -124,6 +124,14 @@ def test_export_hf_loads_in_transformers(tiny_model_dir, tmp_path):
     original = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     with torch.no_grad():
         assert not torch.allclose(original(input_ids=ids).logits, got)
+    # In a compute dtype: every floating tensor is the trained weight rounded to bfloat16.
+    worker.export_hf(str(tmp_path / "hf_bf16"), "bfloat16")
+    cast = AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf_bf16"))
+    assert cast.dtype == torch.bfloat16
+    full = exported.state_dict()
+    for name, tensor in cast.state_dict().items():
+        assert tensor.dtype == torch.bfloat16 and torch.equal(tensor, full[name].to(torch.bfloat16)), name
+    AutoTokenizer.from_pretrained(str(tmp_path / "hf_bf16"))
 
 
 def test_critic_worker_values_update_and_checkpoint(tiny_model_dir, tmp_path):

@@ -23,7 +23,7 @@ from verl.trainer.ppo import core_algos
 from verl.trainer.ppo.compute import apply_kl_penalty, compute_advantage
 from verl.trainer.ppo.metric_utils import (compute_data_metrics, compute_throughput_metrics,
                                            compute_timing_metrics, marked_timer)
-from verl.utils.checkpoint import CheckpointManager, load_trainer_state
+from verl.utils.checkpoint import CheckpointManager, link_tree, load_trainer_state
 from verl.utils.tracking import Tracking
 from verl.workers.rollout.base import GenerationOutput, SamplingConfig
 
@@ -134,10 +134,24 @@ class RayPPOTrainer:
         }
 
     def save_checkpoint(self) -> str:
+        """The full checkpoint of this step (rotated by ``trainer.max_ckpt_to_keep``) and, with
+        ``trainer.save_exports``, first its weights-only export (never rotated), in the compute
+        dtype; with ``save_hf`` too, the checkpoint's ``actor/huggingface`` holds the export's files
+        (hard links) instead of a second gather of the weights."""
+        export = None
+        if self.config.trainer.save_exports:
+            dtype = str(self.config.actor_rollout_ref.model.dtype)
+            export = self.ckpt.save_export(self.global_step, lambda folder: self.actor_rollout_wg.export_hf(folder, dtype))
+            print(f"[checkpoint] exported step {self.global_step} weights ({dtype}) to {export}", flush=True)
+
         def write(folder: str) -> None:
             self.actor_rollout_wg.save_checkpoint(os.path.join(folder, "actor"))
             if self.config.trainer.save_hf:
-                self.actor_rollout_wg.export_hf(os.path.join(folder, "actor", "huggingface"))
+                hf = os.path.join(folder, "actor", "huggingface")
+                if export is not None:
+                    link_tree(export, hf)
+                else:
+                    self.actor_rollout_wg.export_hf(hf)
             if self.use_critic:
                 self.critic_wg.save_checkpoint(os.path.join(folder, "critic"))
 
