@@ -14,7 +14,7 @@ end-to-end EM mixes. Command line::
 
     python -m zerosearch.miniature.diagnose --model POLICY_DIR --world WORLD_DIR [--limit N]
 
-WORLD_DIR is the folder ``zerosearch.miniature.data`` wrote (world.json, test.jsonl).
+WORLD_DIR is the folder ``zerosearch.miniature.data`` wrote (world.json, train/val/test.jsonl).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def diagnose(model_dir: str | Path, world_dir: str | Path, limit: int | None = N
     world = read_world(str(world_dir))
     qa_path = Path(world_dir) / f"{split}.jsonl"
     if not qa_path.is_file():
-        raise FileNotFoundError(f"{qa_path}: no such question file (split must be train or test)")
+        raise FileNotFoundError(f"{qa_path}: no such question file (split must be train, val or test)")
     questions = data._read_questions(qa_path, build_questions(world))[:limit]
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, tuple[int, int]]:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="policy folder (HF format)")
     parser.add_argument("--world", required=True, help="folder written by zerosearch.miniature.data")
-    parser.add_argument("--split", choices=["train", "test"], default="test")
+    parser.add_argument("--split", choices=["train", "val", "test"], default="test")
     parser.add_argument("--limit", type=int, default=None, help="first N questions of the split")
     parser.add_argument("--topk", type=int, default=1, help="documents per search (as the policy was trained)")
     args = parser.parse_args(argv)
