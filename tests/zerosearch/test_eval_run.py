@@ -52,7 +52,8 @@ def test_every_export_is_scored_once_and_tabulated(tmp_path):
     fake = FakeEvaluate()
     first = evaluate_run(run, ["nq.jsonl", "b.jsonl"], "wiki", out, fake, limit=4)
     assert (first["scored"], first["skipped"]) == ([5, 10], [])
-    assert [c[0] for c in fake.calls] == [5, 10] and fake.calls[0][1:] == (["nq.jsonl", "b.jsonl"], "wiki", {"limit": 4})
+    assert [c[0] for c in fake.calls] == [5, 10]
+    assert fake.calls[0][1:] == (["nq.jsonl", "b.jsonl"], "wiki", {"limit": 4})
 
     make_run(run, (15,))
     second = evaluate_run(run, ["nq.jsonl", "b.jsonl"], "wiki", out, fake, limit=4)
@@ -87,4 +88,5 @@ def test_a_run_without_exports_is_named(tmp_path):
 def test_evaluate_sh_key_run_maps_to_the_flag():
     from zerosearch.eval_keys import keys_to_argv
 
-    assert keys_to_argv(["RUN", "ckpt/exp", "SEARCH_ENGINE", "wiki"]) == ["--run", "ckpt/exp", "--search-engine", "wiki"]
+    argv = keys_to_argv(["RUN", "ckpt/exp", "SEARCH_ENGINE", "wiki"])
+    assert argv == ["--run", "ckpt/exp", "--search-engine", "wiki"]
