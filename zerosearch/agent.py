@@ -9,10 +9,10 @@ One trajectory = the prompt, then up to ``retriever.max_turns`` rounds of
 then, for rows still going, one last generation that stops at ``</search>`` or ``</answer>``, as in
 every round: an answer ends the trajectory answered; a search written there ends it with no answer
 and no observation (the query is not run, so the policy cannot follow it with documents of its
-own and an answer; the reward scores the trajectory 0). Everything is token in, token out: the sampled ids and their log-probs are
-appended exactly as the engine returned them (cut only after the closing tag of the action, in
-token space), with loss-mask 1; observations and correction messages are tokenized on their own
-with loss-mask 0. The response side never exceeds ``data.max_response_length`` and the prompt is
+own and an answer; the reward scores the trajectory 0). Everything is token in, token out: the
+sampled ids and their log-probs are appended exactly as the engine returned them (cut only after
+the closing tag of the action, in token space), with loss-mask 1; observations and correction
+messages are tokenized on their own with loss-mask 0. The response side never exceeds ``data.max_response_length`` and the prompt is
 never cut.
 """
 

@@ -17,7 +17,8 @@ from typing import Sequence
 
 # KEY -> (evaluate flag, help). Keys without a default fall back to evaluate's defaults.
 KEYS: dict[str, tuple[str, str]] = {
-    "MODEL_PATH": ("--model", "Hugging Face folder of the checkpoint (required)"),
+    "MODEL_PATH": ("--model", "Hugging Face folder of the checkpoint (this or RUN is required)"),
+    "RUN": ("--run", "training run folder SAVE_DIR/EXPERIMENT: every export not scored yet, score-vs-step table"),
     "DATA_PATH": ("--data", "comma-separated parquet / QA jsonl files; a folder means its test.parquet (required)"),
     "SEARCH_ENGINE": ("--search-engine", "wiki | google | simulate_sft | simulate_prompt (required)"),
     "TOPK": ("--topk", "documents per search"),

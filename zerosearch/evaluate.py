@@ -6,6 +6,10 @@
         [--limit N] [--seed S] [--temperature T] [--google-cache-dir DIR] [--out DIR] [--rag]
         [--override KEY=VALUE ...]
 
+``--run SAVE_DIR/EXPERIMENT`` instead of ``--model`` evaluates every weight export of a training
+run (``RUN/exports/global_step_N``) with the same options, skips the steps already scored, and
+writes the score-vs-step table and curves (``zerosearch/eval_run.py``).
+
 A checkpoint (Hugging Face folder) x benchmarks (parquet in the training schema, or QA jsonl such as
 ``data/qa/*.jsonl``) x search backend (``wiki`` | ``google`` | ``simulate_sft`` | ``simulate_prompt``)
 -> strict EM, substring-EM and F1 per data source and their average.
@@ -63,6 +67,7 @@ from verl.utils.dataset.rl_dataset import collate_fn
 from verl.workers.reward_manager import NaiveRewardManager
 from verl.workers.rollout.base import GenerationOutput, SamplingConfig
 from zerosearch.eval_data import EvalSet, load_eval_sets, split_by_kind
+from zerosearch.eval_run import default_out, evaluate_run
 from zerosearch.eval_report import markdown_table, write_outputs
 from zerosearch.prompts import split_context
 from zerosearch.reward import compute_score, extract_answer, gold_answers
@@ -465,7 +470,11 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m zerosearch.evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="Hugging Face folder of the checkpoint (config.json inside)")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--model", help="Hugging Face folder of the checkpoint (config.json inside)")
+    target.add_argument("--run", help="a training run folder (SAVE_DIR/EXPERIMENT): evaluate every export "
+                                      "RUN/exports/global_step_N not scored yet, then write the score-vs-step "
+                                      "table (scores.csv, scores.md) and curve_<benchmark>.png")
     parser.add_argument("--data", nargs="+", required=True, help="parquet and/or QA jsonl files")
     parser.add_argument("--search-engine", required=True, help=f"search backend: {' | '.join(SEARCH_MODES)}")
     parser.add_argument("--engine", default="hf", help=f"generation engine: {' | '.join(ENGINES)} (default hf)")
@@ -479,7 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--google-cache-dir", default=None,
                         help="on-disk Google result cache (default OUT/google_cache)")
     parser.add_argument("--out", default=None,
-                        help="output folder (default outputs/eval/<model folder name>_<search engine>)")
+                        help="output folder (default outputs/eval/<model folder name>_<search engine>; with "
+                             "--run: RUN/eval/<search engine>[_rag], a global_step_N folder per export)")
     parser.add_argument("--override", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="any key of configs/zerosearch_trainer.yaml (Hydra syntax); the flags above win")
     parser.add_argument("--config-dir", default=None, help=f"Hydra config folder (default {DEFAULT_CONFIG_DIR})")
@@ -489,19 +499,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Returns the results (``--model``) or ``eval_run.evaluate_run``'s summary (``--run``)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    options = dict(
+        engine=args.engine, device=args.device, limit=args.limit, progress=not args.no_progress,
+        batch_size=args.batch_size, max_turns=args.max_turns, topk=args.topk, retriever_host=args.retriever_host,
+        retriever_port=args.retriever_port, sim_host=args.sim_host, sim_port=args.sim_port, sim_model=args.sim_model,
+        seed=args.seed, temperature=args.temperature, google_cache_dir=args.google_cache_dir,
+        overrides=args.override, config_dir=args.config_dir, rag=args.rag,
+    )
+    if args.run is not None:
+        out = args.out or str(default_out(args.run, args.search_engine, args.rag))
+        try:
+            summary = evaluate_run(args.run, args.data, args.search_engine, out, evaluate, **options)
+        except (EvaluationInputError, FileNotFoundError) as e:
+            parser.error(str(e))
+        print(Path(summary["files"]["markdown"]).read_text(encoding="utf-8"), end="", flush=True)
+        print(f"[evaluate] steps scored now: {summary['scored'] or 'none'}; already scored (skipped): "
+              f"{summary['skipped'] or 'none'}; outputs in {out}", flush=True)
+        return summary
     out = args.out or os.path.join("outputs", "eval", f"{Path(args.model).resolve().name}_{args.search_engine}")
     try:
-        results = evaluate(
-            args.model, args.data, args.search_engine, out, engine=args.engine, device=args.device,
-            limit=args.limit, progress=not args.no_progress, batch_size=args.batch_size, max_turns=args.max_turns,
-            topk=args.topk, retriever_host=args.retriever_host, retriever_port=args.retriever_port,
-            sim_host=args.sim_host, sim_port=args.sim_port, sim_model=args.sim_model, seed=args.seed,
-            temperature=args.temperature, google_cache_dir=args.google_cache_dir, overrides=args.override,
-            config_dir=args.config_dir, rag=args.rag,
-        )
+        results = evaluate(args.model, args.data, args.search_engine, out, **options)
     except EvaluationInputError as e:
         parser.error(str(e))
     print(markdown_table(results), end="", flush=True)

@@ -4,7 +4,8 @@ End to end on a tiny Qwen2 rewired into a bigram machine (tests/e2e/bigram_model
 ``<think> need facts</think><search> capital city</search><answer> Paris</answer>`` after every
 newline, with the real retrieval server (BM25 over the shipped Wikipedia paragraphs) and the
 ``wiki`` backend. With one search round the first turn stops at ``</search>`` and gets documents;
-the last turn writes the same text, whose search is not run, and answers.
+the last turn writes the same text and stops at its ``</search>`` too: that search is not run and
+the trajectory ends without an answer (the model never gets to write its own documents and answer).
 """
 
 from __future__ import annotations
@@ -71,8 +72,8 @@ def test_plain_output_shows_every_section_and_the_json_record_agrees(bigram_mode
     expected_in_order = [
         "Question: What is the capital of France?",
         "Turn 1", "  think: need facts", f"  search: {QUERY}", "  information:",
-        "Turn 2", "  think: need facts", f"  search (not run): {QUERY}", "  answer: Paris",
-        "Answer: Paris (1 search, 2 turns)",
+        "Turn 2", "  think: need facts", f"  search (not run): {QUERY}",
+        "Answer: (none: no <answer>...</answer> in the response) (1 search, 2 turns)",
     ]
     at = -1
     for line in expected_in_order:  # each after the one before
@@ -83,17 +84,17 @@ def test_plain_output_shows_every_section_and_the_json_record_agrees(bigram_mode
     (record,) = [json.loads(line) for line in out_json.read_text(encoding="utf-8").splitlines()]
     assert record == records[0]
     assert record["question"] == "What is the capital of France?"
-    assert record["answer"] == "Paris"
+    assert record["answer"] is None and "answer:" not in text
     assert record["queries"] == [QUERY]
     assert record["num_searches"] == 1 and record["num_turns"] == 2
     assert record["search_engine"] == "wiki" and record["model"] == bigram_model
     kinds = [(s["turn"], s["kind"]) for s in record["steps"]]
-    assert kinds == [(1, "think"), (1, "search"), (1, "information"), (2, "think"), (2, "search_not_run"), (2, "answer")]
+    assert kinds == [(1, "think"), (1, "search"), (1, "information"), (2, "think"), (2, "search_not_run")]
     # the steps are what was printed, and every one of them is in the trajectory as generated
     assert ask.render(record) == text
     info = record["steps"][2]["text"]
     assert f"<search> {QUERY}</search>\n\n<information>{info}</information>" in record["trajectory"]
-    assert record["trajectory"].endswith("<answer> Paris</answer>")
+    assert record["trajectory"].endswith(f"<search> {QUERY}</search>")  # the final turn stops there
     assert record["num_searches"] == sum(s["kind"] == "information" for s in record["steps"])
     assert record["queries"] == [s["text"] for s in record["steps"] if s["kind"] == "search"]
 
@@ -104,7 +105,7 @@ def test_questions_from_stdin_one_per_line(bigram_model, wiki_server, tmp_path):
     records, text = run(bigram_model, port, "--json", str(out_json),
                         stdin="Who wrote Hamlet\n\n  What is the capital of France?  \n")
     assert [r["question"] for r in records] == ["Who wrote Hamlet?", "What is the capital of France?"]
-    assert text.count("Question: ") == 2 and text.count("Answer: Paris") == 2
+    assert text.count("Question: ") == 2 and text.count("Answer: (none") == 2
     assert [json.loads(line)["question"] for line in out_json.read_text().splitlines()] == [
         "Who wrote Hamlet?", "What is the capital of France?"]
 
@@ -113,7 +114,7 @@ def test_colours_on_a_terminal_only(bigram_model, wiki_server, monkeypatch):
     port, _ = wiki_server
     monkeypatch.delenv("NO_COLOR", raising=False)
     records, coloured = run(bigram_model, port, "Capital of France?", stdout=Terminal())
-    assert "\x1b[1;32mParis\x1b[0m" in coloured  # the answer in bold green
+    assert f"\x1b[1;33m{QUERY}\x1b[0m" in coloured  # the query in bold yellow
     assert ANSI.sub("", coloured) == ask.render(records[0], color=False)
     monkeypatch.setenv("NO_COLOR", "1")
     assert not ask.use_color(Terminal())

@@ -247,6 +247,38 @@ def test_tiny_model_end_to_end_every_row_and_reproducible(tiny_model, wiki_serve
 
 
 @pytest.mark.slow
+def test_run_scores_every_export_once_with_the_wiki_backend(tiny_model, wiki_server, tmp_path, capsys):
+    """--run: three exports (tiny models) scored through the CLI; a second call skips all three."""
+    import shutil
+
+    server, _ = wiki_server
+    run = tmp_path / "run"
+    for step in (2, 4, 6):
+        shutil.copytree(tiny_model, run / "exports" / f"global_step_{step}")
+    args = ["--run", str(run), "--data", str(BAMBOO), "--search-engine", "wiki", "--retriever-port",
+            str(server.port), "--limit", "2", "--max-turns", "1", "--seed", "7", "--no-progress", "--override", *SHORT]
+    first = main(args)
+    out = run / "eval" / "wiki"
+    assert first["scored"] == [2, 4, 6] and first["skipped"] == []
+    for step in (2, 4, 6):
+        assert len(read_jsonl(out / f"global_step_{step}" / "records.jsonl")) == 2
+        run_info = json.loads((out / f"global_step_{step}" / "run.json").read_text())
+        assert run_info["model"] == str(run / "exports" / f"global_step_{step}")
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("global_step_*/results.json")}
+    capsys.readouterr()
+    second = main(args)
+    assert second["scored"] == [] and second["skipped"] == [2, 4, 6]
+    assert {p: p.stat().st_mtime_ns for p in out.glob("global_step_*/results.json")} == stamps
+    assert "already scored (skipped): [2, 4, 6]" in capsys.readouterr().out
+    rows = (out / "scores.csv").read_text().splitlines()
+    assert len(rows) == 4 and [r.split(",")[0] for r in rows[1:]] == ["2", "4", "6"]  # one row per step
+    # the same model at every step: the same scores in every row, those of its own results.json
+    results = json.loads((out / "global_step_4" / "results.json").read_text())
+    assert rows[2].split(",")[1:4] == [str(results["bamboogle"][k]) for k in ("em", "sub_em", "f1")]
+    assert (out / "curve_bamboogle.png").is_file() and (out / "curve_average.png").is_file()
+
+
+@pytest.mark.slow
 def test_sampled_runs_are_reproducible_for_a_seed(tiny_model, wiki_server, tmp_path):
     server, _ = wiki_server
 

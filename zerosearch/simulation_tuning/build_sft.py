@@ -11,8 +11,9 @@ of that kind, one candidate row:
               simulator at serving time, so the tuned model is served what it was tuned on
     response  "Doc 1: ...\\nDoc 2: ..." with those documents, in the backend's rank order
 
-The SFT trainer applies the tuned model's chat template to the messages. Identical (prompt, response) pairs are kept once. Balancing: the larger kind is down-sampled to
-the size of the smaller one (seeded), then the rows are shuffled (seeded). With ``val_fraction``
+The SFT trainer applies the tuned model's chat template to the messages. Identical (prompt,
+response) pairs are kept once. Balancing: the larger kind is down-sampled to the size of the
+smaller one (seeded), then the rows are shuffled (seeded). With ``val_fraction``
 > 0, a seeded share of the *questions* (not rows, so no question leaks across) goes to
 ``val.parquet``. Columns: prompt, response, kind, query, question, question_id.
 """

@@ -245,7 +245,8 @@ class SimulationSearchTool(SearchTool):
                 "seed": seed,
             }
             return "/v1/chat/completions", body
-        body = {"text": self.chat_text(prompt), "sampling_params": {"max_new_tokens": self.max_tokens, "temperature": self.temperature}}
+        sampling = {"max_new_tokens": self.max_tokens, "temperature": self.temperature}
+        body = {"text": self.chat_text(prompt), "sampling_params": sampling}
         return "/generate", body
 
     def _reply_text(self, data: Any) -> str:

@@ -141,7 +141,8 @@ class RayPPOTrainer:
         export = None
         if self.config.trainer.save_exports:
             dtype = str(self.config.actor_rollout_ref.model.dtype)
-            export = self.ckpt.save_export(self.global_step, lambda folder: self.actor_rollout_wg.export_hf(folder, dtype))
+            export = self.ckpt.save_export(self.global_step,
+                                           lambda folder: self.actor_rollout_wg.export_hf(folder, dtype))
             print(f"[checkpoint] exported step {self.global_step} weights ({dtype}) to {export}", flush=True)
 
         def write(folder: str) -> None:
