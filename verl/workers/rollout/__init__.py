@@ -32,7 +32,7 @@ def build_rollout(
         module: the HF model, or a callable returning it (``"hf"`` only).
         model_path: HF folder of the policy (``"vllm"`` only).
         engine_kwargs: extra keyword arguments of the engine (``VLLMRollout``: ``tokenizer_path``,
-            ``seed``, ``device``, ``weight_sync_dir``).
+            ``seed``, ``device``).
     """
     if name == "hf":
         if module is None:
