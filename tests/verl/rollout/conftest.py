@@ -51,10 +51,12 @@ def vllm_rollout(tiny_model_dir, tokenizer):
         "enforce_eager": True,
         "gpu_memory_utilization": 0.3,
         "tensor_model_parallel_size": 1,
+        "free_cache_engine": False,
+        "sleep_level": 1,
+        "weight_sync_bucket_mb": 1,
     }
     rollout = VLLMRollout(tiny_model_dir, tokenizer, config, seed=0)
     from verl.workers.rollout.base import SamplingConfig
 
     rollout.generate([tokenizer.encode("warm up")], SamplingConfig(max_new_tokens=2, do_sample=False))
-    yield rollout
-    rollout.close()
+    return rollout

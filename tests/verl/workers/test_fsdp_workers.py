@@ -51,7 +51,15 @@ def test_generate_logprob_ref_and_update(tiny_model_dir, strategy, option):
     ref_after = worker.compute_ref_log_prob(copy.deepcopy(batch)).batch["ref_log_prob"]
     torch.testing.assert_close(ref_after, ref.batch["ref_log_prob"], atol=0, rtol=0)
 
-    # the rollout engine generates from the updated weights: greedy log-probs match the actor now
+    # after the weight sync the rollout engine generates from the updated weights: greedy log-probs
+    # match the actor now (hf engine: the sleep/wake calls are no-ops, the sync streams the weights)
+    worker.sleep_rollout()
+    worker.wake_rollout_weights()
+    sync = worker.sync_rollout_weights()
+    worker.wake_rollout_kv_cache()
+    shares_module = strategy == "none"  # the hf engine generates with the actor module itself
+    params = list(worker.actor_module.parameters())
+    assert sync["weight_sync/bytes"] == (0 if shares_module else sum(4 * p.numel() for p in params))
     greedy = generate(worker, prompts, do_sample=False)
     g_resp = [list(r) for r in greedy.non_tensor_batch["output_token_ids"]]
     g_lp = worker.compute_log_prob(ppo_batch(prompts, g_resp, worker.tokenizer.pad_token_id)).batch["old_log_probs"]

@@ -68,6 +68,20 @@ def test_two_fsdp_ranks_generate_and_update_like_one_process(worker_group, tiny_
     assert metrics["actor/grad_norm"] == pytest.approx(local_metrics["actor/grad_norm"], rel=1e-4)
     assert metrics["actor/pg_loss"] == pytest.approx(local_metrics["actor/pg_loss"], rel=1e-4, abs=1e-7)
 
+    # the streamed sync gathers each sharded parameter on both ranks into their generation copies:
+    # greedy rollouts now score like the updated actor
+    wg.sleep_rollout()
+    wg.wake_rollout_weights()
+    syncs = wg.sync_rollout_weights()
+    wg.wake_rollout_kv_cache()
+    assert [s["weight_sync/bytes"] for s in syncs] == [4 * sum(p.numel() for p in local.parameters())] * 2
+    greedy = wg.generate(DataProto.from_dict(non_tensors={"prompt_token_ids": [list(p) for p in prompts]},
+                                             meta_info={"sampling": {"max_new_tokens": R, "do_sample": False}}))
+    g_resp = [list(r) for r in greedy.non_tensor_batch["output_token_ids"]]
+    g_old = wg.compute_log_prob(ppo_batch(prompts, g_resp, 0)).batch["old_log_probs"]
+    for b, rollout_lp in enumerate(greedy.non_tensor_batch["output_log_probs"]):
+        torch.testing.assert_close(g_old[b, :len(rollout_lp)], torch.tensor(rollout_lp), atol=1e-4, rtol=0)
+
     wg.export_hf(str(tmp_path / "hf"))
     exported = AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf"), dtype=torch.float32)
     lr = float(cfg.actor_rollout_ref.actor.optim.lr)

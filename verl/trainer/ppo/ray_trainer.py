@@ -1,7 +1,8 @@
 """The single-controller PPO-family trainer.
 
-One step reads top to bottom in ``fit``: rollout (agent loop) -> reward -> log-probs ->
-advantage -> update -> checkpoint -> validate. Everything distributed happens inside the
+One step reads top to bottom in ``fit``: rollout (wake the engine's weights -> weight sync ->
+wake its KV cache -> agent loop -> engine sleeps) -> reward -> log-probs -> advantage -> update ->
+checkpoint -> validate. Everything distributed happens inside the
 worker groups; this driver only moves DataProto batches between them.
 """
 
@@ -124,6 +125,16 @@ class RayPPOTrainer:
         out = getattr(wg, method)(padded)
         return unpad_dataproto(out, pad) if len(out) == len(padded) else out
 
+    def wake_rollout(self, timing: dict[str, float], metrics: dict[str, float]) -> None:
+        """Before a rollout: the engine's weights wake, take the actor's current weights, then its
+        KV cache wakes (in this order, so that both never hold memory beside a stale copy)."""
+        with marked_timer("wake_weights", timing):
+            self.actor_rollout_wg.wake_rollout_weights()
+        with marked_timer("weight_sync", timing):
+            metrics.update(_worker_metrics(self.actor_rollout_wg.sync_rollout_weights()))
+        with marked_timer("wake_kv_cache", timing):
+            self.actor_rollout_wg.wake_rollout_kv_cache()
+
     # ------------------------------------------------------------------ checkpoints
     def _trainer_state(self) -> dict[str, Any]:
         return {
@@ -195,6 +206,7 @@ class RayPPOTrainer:
         per_source: dict[str, dict[str, list[float]]] = {}
         records = []
         indices = list(range(len(self.val_dataset)))
+        self.wake_rollout({}, {})
         for start in tqdm(range(0, len(indices), bs), desc="validation", leave=False):
             batch = self.collate_fn([self.val_dataset[i] for i in indices[start:start + bs]])
             if n_val > 1:
@@ -207,6 +219,7 @@ class RayPPOTrainer:
                 for k, vals in extras.items():
                     per_source.setdefault(src, {}).setdefault(k, []).append(float(vals[i]))
                 records.append(self._record(out, i, {k: float(v[i]) for k, v in extras.items()}))
+        self.actor_rollout_wg.sleep_rollout()
         metrics: dict[str, float] = {}
         all_vals: dict[str, list[float]] = {}
         for src, vals in per_source.items():
@@ -282,11 +295,15 @@ class RayPPOTrainer:
         timing: dict[str, float] = {}
         metrics: dict[str, float] = {}
         with marked_timer("step", timing):
-            # 1. rollout: repeat each prompt n times (interleaved, same uid) and run the agent loop
+            # 1. rollout: repeat each prompt n times (interleaved, same uid); wake the engine (weights ->
+            #    sync -> KV cache), run the agent loop, then release the engine's memory for training
             batch = batch.repeat(int(cfg.actor_rollout_ref.rollout.n), interleave=True)
             self._gen_time = 0.0
+            self.wake_rollout(timing, metrics)
             with marked_timer("rollout", timing):
                 batch = self.agent_loop.run(batch, self.generate, step=self.global_step, validate=False)
+            with marked_timer("sleep_rollout", timing):
+                self.actor_rollout_wg.sleep_rollout()
             timing["gen"] = self._gen_time
             timing["search"] = timing["rollout"] - self._gen_time
             metrics.update(batch.meta_info.pop("metrics", {}))
@@ -324,7 +341,7 @@ class RayPPOTrainer:
                 compute_advantage(batch, cfg.algorithm.adv_estimator, cfg.algorithm.gamma, cfg.algorithm.lam,
                                   cfg.algorithm.norm_adv_by_std_in_grpo)
 
-            # 5. updates (the actor also pushes its new weights to the rollout engine)
+            # 5. updates (the rollout engine takes the new weights before the next rollout)
             if self.use_critic:
                 with marked_timer("update_critic", timing):
                     metrics.update(_worker_metrics(self._dp_call(self.critic_wg, "update_critic", batch)))

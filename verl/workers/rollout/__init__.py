@@ -11,7 +11,20 @@ from verl.workers.rollout.base import BaseRollout, GenerationOutput, SamplingCon
 
 ROLLOUT_NAMES = ("hf", "vllm")
 
-__all__ = ["BaseRollout", "GenerationOutput", "SamplingConfig", "ROLLOUT_NAMES", "build_rollout", "check_sampling"]
+__all__ = ["BaseRollout", "GenerationOutput", "SamplingConfig", "ROLLOUT_NAMES", "build_rollout", "check_sampling",
+           "check_tensor_parallel"]
+
+
+TP_KEY = "actor_rollout_ref.rollout.tensor_model_parallel_size"
+
+
+def check_tensor_parallel(config: Mapping[str, Any] | Any) -> None:
+    """Refuse a tensor-parallel rollout: each worker owns one GPU and runs its own engine beside
+    the trainer, so an engine cannot span several GPUs (it would fail or hang at start-up)."""
+    tp = config.get("tensor_model_parallel_size", 1) if config is not None else 1
+    if isinstance(tp, bool) or not isinstance(tp, int) or tp != 1:
+        raise ValueError(f"{TP_KEY}={tp!r} is not supported: every rollout worker owns one GPU and runs its own "
+                         "engine (data-parallel rollout across workers); set it to 1")
 
 
 def build_rollout(
@@ -32,8 +45,9 @@ def build_rollout(
         module: the HF model, or a callable returning it (``"hf"`` only).
         model_path: HF folder of the policy (``"vllm"`` only).
         engine_kwargs: extra keyword arguments of the engine (``VLLMRollout``: ``tokenizer_path``,
-            ``seed``, ``device``, ``weight_sync_dir``).
+            ``seed``, ``device``).
     """
+    check_tensor_parallel(config)
     if name == "hf":
         if module is None:
             raise ValueError("build_rollout('hf'): pass module= (the HF model or a callable returning it)")

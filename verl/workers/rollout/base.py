@@ -6,11 +6,16 @@ their log-probs, so the trainer can train on exactly what was sampled.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Iterable
 
 import torch
+
+from verl.workers.rollout.weight_sync import SyncStats
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -72,11 +77,38 @@ class GenerationOutput:
 
 
 class BaseRollout(ABC):
-    """A generation engine. Implementations live in ``hf_rollout.py`` and ``vllm_rollout.py``."""
+    """A generation engine. Implementations live in ``hf_rollout.py`` and ``vllm_rollout.py``.
+
+    Between two rollouts the caller releases the engine's memory and brings it back in a fixed
+    order: ``sleep()`` after the last turn of a rollout; before the next one ``wake_weights()``,
+    ``sync_weights(actor tensors)``, ``wake_kv_cache()``. Engines that cannot sleep keep the
+    default no-ops, which say so once in the log.
+    """
+
+    _said: frozenset[str] = frozenset()
 
     @abstractmethod
     def generate(self, prompts: list[list[int]], sampling: SamplingConfig) -> list[GenerationOutput]:
         """Generate one continuation for each prompt (a list of token ids without padding)."""
 
-    def sync_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
-        """Load the actor's current weights into the engine (no-op for engines sharing the module)."""
+    @abstractmethod
+    def sync_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> SyncStats:
+        """Load the actor's current weights (HF names; full tensors or FSDP shards) into the engine."""
+
+    def sleep(self) -> None:
+        """Release the engine's memory after a rollout (no-op here)."""
+        self.say_once(f"{type(self).__name__}: this engine cannot sleep; sleep/wake do nothing")
+
+    def wake_weights(self) -> None:
+        """Give the weights their memory back, before ``sync_weights`` (no-op here)."""
+        self.say_once(f"{type(self).__name__}: this engine cannot sleep; sleep/wake do nothing")
+
+    def wake_kv_cache(self) -> None:
+        """Allocate the generation cache again, after ``sync_weights`` (no-op here)."""
+        self.say_once(f"{type(self).__name__}: this engine cannot sleep; sleep/wake do nothing")
+
+    def say_once(self, message: str) -> None:
+        """Log ``message`` the first time this engine says it."""
+        if message not in self._said:
+            self._said = self._said | {message}
+            logger.warning(message)

@@ -33,6 +33,7 @@ from transformers.generation.stopping_criteria import StopStringCriteria
 
 from verl.utils.torch_functional import pad_2d_list_to_length
 from verl.workers.rollout.base import BaseRollout, GenerationOutput, SamplingConfig, check_sampling
+from verl.workers.rollout.weight_sync import SyncStats, full_tensor
 
 ModuleOrGetter = torch.nn.Module | Callable[[], torch.nn.Module]
 
@@ -219,20 +220,20 @@ class HFRollout(BaseRollout):
             outputs.append(GenerationOutput(ids[:end], log_probs[row, :end].tolist(), reason))
         return outputs
 
-    def sync_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
-        """Copy full (unsharded) tensors into the generation module by state-dict name.
+    def sync_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> SyncStats:
+        """Copy full (or FSDP-sharded, gathered one at a time) tensors into the generation module by name.
 
         Tensors that already are the module's own (the rollout shares the actor module) are
-        skipped, so this is free when there is nothing to copy.
+        skipped, so this is free when there is nothing to copy. Returns what was copied.
         """
         state = self._get_module().state_dict()
+        stats = SyncStats()
         with torch.no_grad():
             for name, tensor in named_tensors:
                 if name not in state:
                     raise KeyError(f"HFRollout.sync_weights: the generation module has no tensor named {name!r}")
                 target = state[name]
-                if hasattr(tensor, "full_tensor"):  # a DTensor shard: gather (every rank must call this)
-                    tensor = tensor.full_tensor()
+                tensor = full_tensor(tensor)  # every rank must call this for a DTensor shard
                 if tuple(tensor.shape) != tuple(target.shape):
                     raise ValueError(
                         f"HFRollout.sync_weights: {name!r} has shape {tuple(tensor.shape)}, "
@@ -240,6 +241,12 @@ class HFRollout(BaseRollout):
                     )
                 if tensor.data_ptr() != target.data_ptr():
                     target.copy_(tensor)
+                    size = target.numel() * target.element_size()
+                    stats.tensors += 1
+                    stats.bytes += size
+                    stats.largest_bytes = max(stats.largest_bytes, size)
+                    stats.peak_held_bytes = max(stats.peak_held_bytes, tensor.numel() * tensor.element_size())
+        return stats
 
 
 @contextlib.contextmanager

