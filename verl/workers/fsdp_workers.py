@@ -9,8 +9,8 @@
 - the reference policy (role contains "ref"): a frozen copy loaded from the same folder.
 ``CriticWorker(config)`` holds the value model.
 
-Both take the whole trainer config and are device-agnostic: ``trainer.device`` cuda uses nccl,
-cpu uses gloo; each worker creates its process group in ``init_model``. Strategy
+Both take the whole trainer config and are device-agnostic: ``trainer.device`` cuda uses nccl
+(with gloo for CPU tensors), cpu uses gloo; each worker creates its process group in ``init_model``. Strategy
 (``actor.strategy`` / ``critic.strategy``): ``fsdp`` = FSDP2 (on cpu+gloo too), ``ddp``, or
 ``none`` (one process); see ``verl/utils/fsdp_utils.py``.
 

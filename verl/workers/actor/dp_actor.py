@@ -143,7 +143,7 @@ class DataParallelPPOActor:
         micros, idx_order = split_micro_batches(
             data.select(batch_keys=list(LOG_PROB_KEYS)),
             None if use_dynamic else _require(meta, "micro_batch_size", f"{where} meta_info"),
-            use_dynamic, meta.get("max_token_len"))
+            use_dynamic, meta.get("max_token_len"), device=self.device)
         was_training = self.module.training
         self.module.eval()
         log_probs, entropies = [], []
@@ -211,7 +211,8 @@ class DataParallelPPOActor:
         n_tokens = float(mask_all.sum())
         n_rows = float((mask_all.sum(-1) > 0).sum())
         agg_kwargs = {"batch_num_tokens": n_tokens, "global_batch_size": n_rows}
-        micros, _ = split_micro_batches(mini, micro_size, micro_size is None, cfg.ppo_max_token_len_per_gpu)
+        micros, _ = split_micro_batches(mini, micro_size, micro_size is None, cfg.ppo_max_token_len_per_gpu,
+                                        device=self.device)
         metrics: dict[str, float] = defaultdict(float)
         self.optimizer.zero_grad(set_to_none=True)
         for j, micro_data in enumerate(micros):
@@ -238,7 +239,7 @@ class DataParallelPPOActor:
             metrics["actor/pg_clipfrac"] += share * float(pg_metrics["clipfrac"])
             metrics["actor/ppo_kl"] += share * float(pg_metrics["ppo_kl"])
             metrics["actor/pg_clipfrac_lower"] += share * float(pg_metrics["clipfrac_lower"])
-        grad_norm = clip_grad_norm(self.module, float(cfg.grad_clip))
+        grad_norm = clip_grad_norm(self.module, float(cfg.grad_clip), self.device)
         finite = torch.isfinite(torch.tensor(grad_norm)).item()
         if finite:
             self.optimizer.step()
