@@ -38,6 +38,8 @@ ALGORITHMS = ("grpo", "ppo", "reinforce")
 TRAINER_MODULE = "verl.trainer.main_ppo"
 CONFIG_NAME = "zerosearch_trainer"
 DEFAULT_CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
+# The engine's device profiles (one YAML per trainer.device); --help lists what they set.
+DEVICE_PROFILE_DIR = Path(__file__).resolve().parents[1] / "verl" / "trainer" / "config" / "device"
 # Largest per-device micro-batch the MICRO_BATCH_SIZE=auto rule picks (the original: 64 global / 4 GPUs).
 AUTO_MICRO_BATCH_CAP = 16
 
@@ -218,6 +220,11 @@ def hydra_value(value: Any) -> str:
     return f"'{text}'"
 
 
+def _unless_auto(s: dict[str, Any], key: str, hydra_key: str) -> list[tuple[str, Any]]:
+    """``[(hydra_key, value)]`` for a key given a value, ``[]`` for ``auto`` (the config's default stands)."""
+    return [] if s[key] == AUTO else [(hydra_key, s[key])]
+
+
 def _shared_overrides(s: dict[str, Any]) -> list[tuple[str, Any]]:
     """Settings common to the three algorithms (spec §2.2), as (Hydra key, value)."""
     cuda = s["DEVICE"] == "cuda"
@@ -233,8 +240,8 @@ def _shared_overrides(s: dict[str, Any]) -> list[tuple[str, Any]]:
         # Policy model.
         ("actor_rollout_ref.model.path", s["MODEL_PATH"]),
         ("actor_rollout_ref.model.enable_gradient_checkpointing", True),
-        # Packing is a GPU throughput measure; on cpu the plain padded path is kept.
-        ("actor_rollout_ref.model.use_remove_padding", cuda),
+        # dtype, attention, packing, token budgets and offload: the device profile of trainer.device
+        # (verl/trainer/config/device/), overridden only by the keys below that are not auto.
         # Actor.
         ("actor_rollout_ref.actor.optim.lr", 1e-6),
         # Defect 15 fixed: the original mini-batch (256) did not divide a step's 320 trajectories,
@@ -245,8 +252,9 @@ def _shared_overrides(s: dict[str, Any]) -> list[tuple[str, Any]]:
         ("actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu", s["MICRO_BATCH_SIZE"]),
         # Entropy bonus of the original trainer defaults.
         ("actor_rollout_ref.actor.entropy_coeff", 0.001),
-        ("actor_rollout_ref.actor.fsdp_config.param_offload", cuda),
-        ("actor_rollout_ref.actor.fsdp_config.optimizer_offload", cuda),
+        *_unless_auto(s, "DYNAMIC_BSZ", "actor_rollout_ref.actor.use_dynamic_bsz"),
+        *_unless_auto(s, "MAX_TOKENS_PER_GPU", "actor_rollout_ref.actor.ppo_max_token_len_per_gpu"),
+        *_unless_auto(s, "LOG_PROB_MAX_TOKENS_PER_GPU", "actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu"),
         # Rollout: n_agent=5 copies of each prompt, temperature 1, top_p 0.95 (original defaults).
         ("actor_rollout_ref.rollout.name", s["ROLLOUT_ENGINE"]),
         ("actor_rollout_ref.rollout.n", s["N_AGENT"]),
@@ -262,7 +270,6 @@ def _shared_overrides(s: dict[str, Any]) -> list[tuple[str, Any]]:
         # Reference policy: always built (both KL styles need it).
         ("actor_rollout_ref.ref.enable", True),
         ("actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu", s["LOG_PROB_MICRO_BATCH_SIZE"]),
-        ("actor_rollout_ref.ref.fsdp_config.param_offload", cuda),
         # Reward.
         ("reward.fn_kwargs.metric", s["REWARD_METRIC"]),
         # Search.
@@ -303,7 +310,6 @@ def _shared_overrides(s: dict[str, Any]) -> list[tuple[str, Any]]:
 
 def algorithm_overrides(algo: str, s: dict[str, Any]) -> list[tuple[str, Any]]:
     """Per-algorithm settings of the original scripts (spec §2.2), as (Hydra key, value)."""
-    cuda = s["DEVICE"] == "cuda"
     if algo in ("grpo", "reinforce"):
         return [
             ("algorithm.adv_estimator", algo),
@@ -331,15 +337,12 @@ def algorithm_overrides(algo: str, s: dict[str, Any]) -> list[tuple[str, Any]]:
             # Critic: the policy's body with a value head, lr 1e-5 with 1.5 % warmup.
             ("critic.model.path", s["MODEL_PATH"]),
             ("critic.model.enable_gradient_checkpointing", True),
-            ("critic.model.use_remove_padding", cuda),
             ("critic.optim.lr", 1e-5),
             ("critic.optim.lr_warmup_steps_ratio", 0.015),
             # The original used 8 global (2 per GPU) here; the micro-batch changes memory use, not
             # the update, so the critic shares the actor's.
             ("critic.ppo_micro_batch_size_per_gpu", s["MICRO_BATCH_SIZE"]),
             ("critic.cliprange_value", 0.5),
-            ("critic.fsdp_config.param_offload", cuda),
-            ("critic.fsdp_config.optimizer_offload", cuda),
             ("trainer.critic_warmup", 0),
         ]
     raise LaunchArgumentError(f"unknown algorithm {algo!r}; expected one of {', '.join(ALGORITHMS)}", key="--algo")
@@ -410,7 +413,24 @@ def help_text(algo: str | None = None) -> str:
             lines += ["", f"{group}:"]
         default = "(required)" if spec.default is None else f"default {spec.default}"
         lines.append(f"  {spec.name:<{width}}  {default:<24}  {spec.help}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ["", *device_profile_lines()]) + "\n"
+
+
+def device_profile_lines() -> list[str]:
+    """The device profiles' settings as a table (key, then one column per device) for --help."""
+    where = f"{DEVICE_PROFILE_DIR.relative_to(Path(DEFAULT_CONFIG_DIR).parent)}/DEVICE.yaml"
+    try:
+        from omegaconf import OmegaConf
+    except ImportError:  # --help without the trainer's environment: name the files instead
+        return [f"device profiles: {where} (the run's DEVICE picks one, an auto key above takes its value)"]
+    profiles = {dev: OmegaConf.to_container(OmegaConf.load(DEVICE_PROFILE_DIR / f"{dev}.yaml"))
+                for dev in ("cuda", "cpu")}
+    keys = list(profiles["cuda"])
+    width = max(len(k) for k in keys)
+    lines = [f"device profiles ({where}; the run's DEVICE picks one, an auto key above takes its value):",
+             f"  {'':<{width}}  {'cuda':<12}  cpu"]
+    lines += [f"  {k:<{width}}  {str(profiles['cuda'][k]):<12}  {profiles['cpu'][k]}" for k in keys]
+    return lines
 
 
 def _parse_options(argv: list[str]) -> tuple[dict[str, Any], list[str]]:

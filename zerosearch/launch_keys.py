@@ -180,6 +180,14 @@ def auto_or(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return wrapped
 
 
+def boolean(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
 def none_or_text(text: str) -> str | None:
     return None if text.lower() in ("none", "null", "") else text
 
@@ -230,8 +238,11 @@ KEYS: tuple[LaunchKey, ...] = (
               "The original used 256 against 64 x 5 = 320 trajectories: two updates per step, on 256 and on 64 "
               "(uneven splits are refused here); PPO_MINI_BATCH_SIZE 160 gives its two updates per step, evenly",
               auto_or(positive_int), _G_SCALE),
-    LaunchKey("MICRO_BATCH_SIZE", AUTO, "trajectories per forward/backward per device (auto = largest divisor of the per-device mini-batch that is <= 16) -> actor/critic ppo_micro_batch_size_per_gpu", auto_or(positive_int), _G_SCALE),
-    LaunchKey("LOG_PROB_MICRO_BATCH_SIZE", "32", "rows per log-prob forward per device (rollout, ref) -> *.log_prob_micro_batch_size_per_gpu", positive_int, _G_SCALE),
+    LaunchKey("MICRO_BATCH_SIZE", AUTO, "trajectories per forward/backward per device when DYNAMIC_BSZ is off (auto = largest divisor of the per-device mini-batch that is <= 16) -> actor/critic ppo_micro_batch_size_per_gpu", auto_or(positive_int), _G_SCALE),
+    LaunchKey("LOG_PROB_MICRO_BATCH_SIZE", "32", "rows per log-prob forward per device (rollout, ref) when DYNAMIC_BSZ is off -> *.log_prob_micro_batch_size_per_gpu", positive_int, _G_SCALE),
+    LaunchKey("DYNAMIC_BSZ", AUTO, "micro-batches by a token budget per device (true) instead of MICRO_BATCH_SIZE / LOG_PROB_MICRO_BATCH_SIZE rows (false); auto = the device profile (see below) -> actor_rollout_ref.actor.use_dynamic_bsz (critic follows)", auto_or(boolean), _G_SCALE),
+    LaunchKey("MAX_TOKENS_PER_GPU", AUTO, "real tokens per update micro-batch per device with DYNAMIC_BSZ (a longer row runs alone); auto = the device profile -> actor_rollout_ref.actor.ppo_max_token_len_per_gpu (critic follows)", auto_or(positive_int), _G_SCALE),
+    LaunchKey("LOG_PROB_MAX_TOKENS_PER_GPU", AUTO, "real tokens per log-prob micro-batch per device (actor, ref) with DYNAMIC_BSZ; auto = the device profile -> actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu (ref follows)", auto_or(positive_int), _G_SCALE),
     LaunchKey("MAX_PROMPT_LENGTH", "2048", "token cap of the initial prompt -> data.max_prompt_length", positive_int, _G_SCALE),
     LaunchKey("MAX_RESPONSE_LENGTH", "4096", "token cap of the whole response side (all turns and observations) -> data.max_response_length", positive_int, _G_SCALE),
     LaunchKey("MAX_NEW_TOKENS", "500", "tokens generated per turn -> actor_rollout_ref.rollout.max_new_tokens", positive_int, _G_SCALE),

@@ -61,7 +61,8 @@ def test_every_key_reaches_its_hydra_key(model_dir, data_dir, tmp_path):
         "SIM_MODEL_NAME", "sim14b", "SIM_PROTOCOL", "sglang_native", "RETRIEVER_IP", "wiki.local",
         "RETRIEVER_PORT", "7002", "MAX_OBS_LENGTH", "300", "REWARD_METRIC", "em", "TRAIN_BATCH_SIZE", "16",
         "N_AGENT", "3", "PPO_MINI_BATCH_SIZE", "24", "MICRO_BATCH_SIZE", "3", "LOG_PROB_MICRO_BATCH_SIZE", "7",
-        "MAX_PROMPT_LENGTH", "1000",
+        "MAX_PROMPT_LENGTH", "1000", "DYNAMIC_BSZ", "false", "MAX_TOKENS_PER_GPU", "5000",
+        "LOG_PROB_MAX_TOKENS_PER_GPU", "9000",
         "MAX_RESPONSE_LENGTH", "900", "MAX_NEW_TOKENS", "111", "NNODES", "2", "RAY_ADDRESS", "ray://head:10001",
         "SAVE_DIR", str(tmp_path / "ckpt"), "EXPERIMENT_NAME", "my run", "LOGGER", "console,wandb",
         "SAVE_FREQ", "10", "TEST_FREQ", "20", "SEED", "7",
@@ -83,6 +84,10 @@ def test_every_key_reaches_its_hydra_key(model_dir, data_dir, tmp_path):
         "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu": 3,
         "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu": 7,
         "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu": 7,
+        "actor_rollout_ref.actor.use_dynamic_bsz": False, "critic.use_dynamic_bsz": False,
+        "actor_rollout_ref.actor.ppo_max_token_len_per_gpu": 5000, "critic.ppo_max_token_len_per_gpu": 5000,
+        "actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu": 9000,
+        "actor_rollout_ref.ref.log_prob_max_token_len_per_gpu": 9000,
         "data.max_prompt_length": 1000, "data.max_response_length": 900,
         "actor_rollout_ref.rollout.max_new_tokens": 111, "trainer.nnodes": 2,
         "trainer.ray_address": "ray://head:10001", "trainer.experiment_name": "my-run",
@@ -201,7 +206,39 @@ def test_device_dependent_defaults(model_dir, data_dir):
         assert cfg.actor_rollout_ref.ref.fsdp_config.param_offload is on
         assert cfg.critic.fsdp_config.param_offload is on
         assert cfg.actor_rollout_ref.model.use_remove_padding is on
+        assert cfg.critic.model.use_remove_padding is on
+        assert cfg.actor_rollout_ref.actor.use_dynamic_bsz is on and cfg.critic.use_dynamic_bsz is on
         assert cfg.trainer.device == ("cuda" if on else "cpu")
+    # the paper's GPU run: bf16 actor / reference / critic compute and vLLM weights, flash-attn if present
+    assert (gpu.actor_rollout_ref.model.dtype, gpu.actor_rollout_ref.rollout.dtype, gpu.critic.model.dtype) == (
+        "bfloat16", "bfloat16", "bfloat16")
+    assert gpu.actor_rollout_ref.model.attn_implementation == "auto"
+    # CPU numerics unchanged: float32 and sdpa
+    assert (cpu.actor_rollout_ref.model.dtype, cpu.actor_rollout_ref.rollout.dtype, cpu.critic.model.dtype) == (
+        "float32", "float32", "float32")
+    assert cpu.actor_rollout_ref.model.attn_implementation == "sdpa"
+
+
+def test_token_budget_keys_auto_leave_the_profile_and_values_override_it(model_dir, data_dir):
+    plan = launch.parse_launch_args("grpo", base_args(model_dir, data_dir, device="cuda"))
+    assert not [o for o in plan.overrides if "max_token_len" in o or "use_dynamic_bsz" in o]
+    cfg = composed(plan)
+    assert cfg.actor_rollout_ref.actor.ppo_max_token_len_per_gpu == 16384
+    assert cfg.actor_rollout_ref.ref.log_prob_max_token_len_per_gpu == 32768
+    cfg = composed(launch.parse_launch_args("grpo", base_args(model_dir, data_dir, device="cpu") + [
+        "DYNAMIC_BSZ", "true", "MAX_TOKENS_PER_GPU", "4096", "LOG_PROB_MAX_TOKENS_PER_GPU", "8192"]))
+    assert cfg.actor_rollout_ref.actor.use_dynamic_bsz is True and cfg.critic.use_dynamic_bsz is True
+    assert cfg.critic.ppo_max_token_len_per_gpu == 4096
+    assert cfg.actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu == 8192
+    assert cfg.actor_rollout_ref.model.dtype == "float32"  # the rest of the cpu profile stands
+
+
+def test_help_shows_the_device_profiles(capsys):
+    assert launch.main(["--algo", "grpo", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "verl/trainer/config/device/DEVICE.yaml" in out
+    row = next(l for l in out.splitlines() if l.strip().startswith("model_dtype "))
+    assert row.split()[1:] == ["bfloat16", "float32"]
 
 
 def test_cpu_vllm_environment_and_caller_env_wins(model_dir, data_dir):
@@ -317,6 +354,9 @@ def test_ppo_defaults(model_dir, data_dir):
     (["REWARD_METRIC", "bleu"], "REWARD_METRIC"),
     (["TRAIN_BATCH_SIZE", "3", "N_AGENT", "1", "NUM_GPUS_PER_NODE", "2"], "TRAIN_BATCH_SIZE"),
     (["MICRO_BATCH_SIZE", "7"], "MICRO_BATCH_SIZE"),
+    (["DYNAMIC_BSZ", "maybe"], "DYNAMIC_BSZ"),
+    (["MAX_TOKENS_PER_GPU", "0"], "MAX_TOKENS_PER_GPU"),
+    (["LOG_PROB_MAX_TOKENS_PER_GPU", "lots"], "LOG_PROB_MAX_TOKENS_PER_GPU"),
     (["trainer.seed=1"], "trainer.seed=1"),
 ])
 def test_bad_arguments_exit_2_naming_the_key(model_dir, data_dir, capsys, extra, key):

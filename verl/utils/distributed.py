@@ -1,6 +1,9 @@
 """torch.distributed set-up for workers, and small collective helpers.
 
-The backend follows the device: cuda -> nccl, cpu -> gloo.
+The backend follows the device: on cuda one group with two backends, ``cpu:gloo,cuda:nccl``
+(NCCL for tensors on the GPU, gloo for the few that live on the CPU, e.g. FSDP's CPU-offloaded
+state); on cpu gloo alone. Code that issues a collective itself builds its tensor on the compute
+device (``device_of``), so the fast backend carries it.
 """
 
 from __future__ import annotations
@@ -15,11 +18,11 @@ import torch.distributed as dist
 
 logger = logging.getLogger(__name__)
 
-_BACKENDS = {"cuda": "nccl", "cpu": "gloo"}
+_BACKENDS = {"cuda": "cpu:gloo,cuda:nccl", "cpu": "gloo"}
 
 
 def backend_for_device(device: str) -> str:
-    """nccl for cuda, gloo for cpu; ValueError for anything else."""
+    """``cpu:gloo,cuda:nccl`` for cuda, ``gloo`` for cpu; ValueError for anything else."""
     if device not in _BACKENDS:
         raise ValueError(f"trainer.device must be one of {sorted(_BACKENDS)}, got {device!r}")
     return _BACKENDS[device]
@@ -81,7 +84,7 @@ def init_distributed(
 
 
 def device_of(device: str) -> torch.device:
-    """The torch device this worker computes on."""
+    """The compute device of this worker (``trainer.device`` cuda or cpu): where its collectives' tensors go."""
     if device == "cuda":
         return torch.device("cuda", torch.cuda.current_device())
     if device == "cpu":

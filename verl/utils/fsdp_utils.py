@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from typing import Iterator, Optional
 
 import torch
@@ -24,6 +25,7 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
                                                      set_model_state_dict, set_state_dict)
 from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.tensor import DTensor
 from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -102,15 +104,62 @@ def full_state_dict(module: torch.nn.Module, rank0_only: bool = False) -> dict[s
     return {k: v.detach() for k, v in unwrap_model(module).state_dict().items()}
 
 
-def clip_grad_norm(module: torch.nn.Module, max_norm: float) -> float:
-    """Clip gradients to ``max_norm`` (global norm over all ranks' shards); returns the norm before clipping."""
-    params = [p for p in module.parameters() if p.grad is not None]
-    if not params:
+def _shard_group(grad: torch.Tensor) -> Optional[dist.ProcessGroup]:
+    """The process group over which a sharded (DTensor) gradient's pieces must be summed, else None."""
+    if not isinstance(grad, DTensor):
+        return None
+    mesh = grad.device_mesh
+    if mesh.ndim != 1:
+        raise ValueError(f"clip_grad_norm: gradients on a {mesh.ndim}-D device mesh are not supported (1-D FSDP only)")
+    if all(p.is_replicate() for p in grad.placements):
+        return None
+    return mesh.get_group()
+
+
+def grad_norm_squared(grads: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """Sum of squared entries of ``grads`` over all ranks' shards, a float64 scalar on ``device``.
+
+    Each rank squares only its local pieces (``DTensor.to_local()``, wherever they live: the CPU
+    under FSDP CPU offload) and moves that partial sum to ``device``, the compute device, before
+    one ``all_reduce`` per shard group. So the collective never sees a tensor on the offload
+    device, which an NCCL group could not reduce.
+    """
+    local: dict[Optional[dist.ProcessGroup], torch.Tensor] = {}
+    for g in grads:
+        group = _shard_group(g)
+        piece = g.to_local() if isinstance(g, DTensor) else g
+        sq = torch.linalg.vector_norm(piece, 2, dtype=torch.promote_types(piece.dtype, torch.float32)).double() ** 2
+        sq = sq.to(device)
+        local[group] = local[group] + sq if group in local else sq
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    for group, sq in local.items():
+        if group is not None:
+            dist.all_reduce(sq, op=dist.ReduceOp.SUM, group=group)
+        total = total + sq
+    return total
+
+
+def clip_grad_norm(module: torch.nn.Module, max_norm: float, device: torch.device | str) -> float:
+    """Clip gradients to ``max_norm`` (global L2 norm over all ranks' shards); returns the norm before clipping.
+
+    device: the compute device (``verl.utils.distributed.device_of``); the norm is reduced there
+    (see ``grad_norm_squared``), then every local gradient piece is scaled in place by
+    min(1, max_norm / (norm + 1e-6)) on its own device. A non-finite norm is returned as is and
+    the gradients are left unscaled (the caller skips the step).
+    """
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if not grads:
         return 0.0
-    norm = torch.nn.utils.clip_grad_norm_(params, max_norm=max_norm)
-    if hasattr(norm, "full_tensor"):
-        norm = norm.full_tensor()
-    return float(norm)
+    norm = grad_norm_squared(grads, torch.device(device)).sqrt()
+    value = float(norm)
+    if not math.isfinite(value):
+        return value
+    coef = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+    with torch.no_grad():
+        for g in grads:
+            piece = g.to_local() if isinstance(g, DTensor) else g
+            piece.mul_(coef.to(device=piece.device, dtype=piece.dtype))
+    return value
 
 
 @contextlib.contextmanager

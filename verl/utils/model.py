@@ -8,11 +8,16 @@ such position ids when the model is called with ``attention_mask=None`` and no K
 
 from __future__ import annotations
 
+import functools
+import logging
+
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
 
+logger = logging.getLogger(__name__)
+
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "auto")
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -22,12 +27,49 @@ def torch_dtype(name: str) -> torch.dtype:
     return _DTYPES[name]
 
 
-def check_attn_implementation(name: str, device: str) -> str:
-    """Validate ``model.attn_implementation`` for ``device`` (flash-attn needs cuda)."""
+@functools.cache
+def flash_attn_available() -> bool:
+    """Whether the ``flash_attn`` package can be imported here (checked once per process)."""
+    try:
+        import flash_attn  # noqa: F401
+    except Exception:  # not installed, or built for another torch / CUDA
+        return False
+    return True
+
+
+@functools.cache
+def _auto_attn(device: str) -> str:
+    """What ``auto`` means on ``device``; warns once per process when cuda has no flash_attn."""
+    if device == "cuda" and flash_attn_available():
+        return "flash_attention_2"
+    if device == "cuda":
+        logger.warning("model.attn_implementation=auto: flash_attn does not import, using sdpa (slower, and "
+                       "quadratic memory in a packed micro-batch's tokens); pip install flash-attn to use it")
+    return "sdpa"
+
+
+def check_attn_implementation(name: str, device: str, dtype: torch.dtype | None = None) -> str:
+    """Validate ``model.attn_implementation`` for ``device`` and the compute ``dtype``; resolve ``auto``.
+
+    ``auto``: flash_attention_2 on cuda when flash_attn imports and ``dtype`` is 16-bit, else sdpa
+    (a warning when flash_attn is missing on cuda). ``flash_attention_2`` needs cuda, flash_attn
+    and a 16-bit compute dtype; anything else is a ValueError naming the key.
+    """
     if name not in ATTN_IMPLEMENTATIONS:
         raise ValueError(f"model.attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, got {name!r}")
-    if name == "flash_attention_2" and device != "cuda":
-        raise ValueError("model.attn_implementation=flash_attention_2 needs trainer.device=cuda; use sdpa on cpu")
+    sixteen_bit = dtype in (torch.bfloat16, torch.float16)
+    if name == "auto":
+        return _auto_attn(device) if dtype is None or sixteen_bit else "sdpa"
+    if name == "flash_attention_2":
+        if device != "cuda":
+            raise ValueError("model.attn_implementation=flash_attention_2 needs trainer.device=cuda; use sdpa on cpu")
+        if dtype is not None and not sixteen_bit:
+            raise ValueError(f"model.attn_implementation=flash_attention_2 computes in bfloat16 or float16, but "
+                             f"model.dtype is {str(dtype).replace('torch.', '')}; set model.dtype=bfloat16 or "
+                             "model.attn_implementation=sdpa")
+        if not flash_attn_available():
+            raise ValueError("model.attn_implementation=flash_attention_2 but the flash_attn package does not "
+                             "import; install flash-attn or use model.attn_implementation=auto (sdpa fallback)")
     return name
 
 
@@ -38,7 +80,12 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
 
 def load_causal_lm(path: str, dtype: torch.dtype, attn_implementation: str = "sdpa",
                    trust_remote_code: bool = False) -> torch.nn.Module:
-    """``AutoModelForCausalLM`` from ``path`` in ``dtype`` (on cpu; the caller moves or shards it)."""
+    """``AutoModelForCausalLM`` from ``path`` in ``dtype`` (on cpu; the caller moves or shards it).
+
+    ``attn_implementation`` ``auto`` is resolved for a cuda device when cuda is available, else cpu.
+    """
+    if attn_implementation == "auto":
+        attn_implementation = check_attn_implementation("auto", "cuda" if torch.cuda.is_available() else "cpu", dtype)
     return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn_implementation,
                                                 trust_remote_code=trust_remote_code)
 

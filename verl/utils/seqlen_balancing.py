@@ -2,20 +2,25 @@
 
 A row's cost is its number of real tokens (``attention_mask.sum(-1)``). Rows are spread over the
 fewest micro-batches that fit the budget with a longest-first greedy (each row goes to the
-currently lightest micro-batch), so micro-batches come out balanced. With a process group, all
-ranks agree on the same number of micro-batches (FSDP and DDP need every rank to run the same
-number of forward/backward passes).
+currently lightest micro-batch), so micro-batches come out balanced. A row longer than the budget
+gets a micro-batch of its own (the only way a micro-batch exceeds the budget; logged). With a
+process group, all ranks agree on the same number of micro-batches (FSDP and DDP need every rank
+to run the same number of forward/backward passes); that agreement is an ``all_reduce`` of a
+tensor on the caller's compute device.
 """
 
 from __future__ import annotations
 
 import heapq
+import logging
 from typing import Optional
 
 import torch
 import torch.distributed as dist
 
 from verl.protocol import DataProto
+
+logger = logging.getLogger(__name__)
 
 
 def _greedy_partition(costs: list[int], k: int) -> list[list[int]]:
@@ -31,7 +36,8 @@ def _greedy_partition(costs: list[int], k: int) -> list[list[int]]:
 
 
 def _fits(groups: list[list[int]], costs: list[int], max_token_len: int) -> bool:
-    return all(sum(costs[i] for i in g) <= max_token_len for g in groups)
+    """Every group within the budget, or a single row (a row longer than the budget stands alone)."""
+    return all(len(g) == 1 or sum(costs[i] for i in g) <= max_token_len for g in groups)
 
 
 def _smallest_k(costs: list[int], max_token_len: int, start: int) -> int:
@@ -49,10 +55,12 @@ def _all_reduce_max(value: int, group: Optional[dist.ProcessGroup], device: torc
 
 def partition_by_tokens(costs: list[int], max_token_len: int, dp_group: Optional[dist.ProcessGroup] = None,
                         device: torch.device | str = "cpu") -> list[list[int]]:
-    """Row-index groups (each sorted) covering ``range(len(costs))``, each within ``max_token_len``.
+    """Row-index groups (each sorted) covering ``range(len(costs))``, each within ``max_token_len``
+    tokens or holding a single row longer than it.
 
     With ``torch.distributed`` initialised (and ``dp_group`` or the default group larger than 1)
-    every rank returns the same number of groups.
+    every rank returns the same number of groups; ``device`` is the compute device, where the
+    tensor of that agreement's ``all_reduce`` is built.
     """
     if max_token_len <= 0:
         raise ValueError(f"max_token_len must be positive, got {max_token_len}")
@@ -61,9 +69,10 @@ def partition_by_tokens(costs: list[int], max_token_len: int, dp_group: Optional
         raise ValueError("partition_by_tokens: no rows")
     too_long = [c for c in costs if c > max_token_len]
     if too_long:
-        raise ValueError(f"a row has {max(too_long)} tokens, more than the micro-batch budget max_token_len="
-                         f"{max_token_len}; raise ppo_max_token_len_per_gpu")
-    k = _smallest_k(costs, max_token_len, max(1, -(-sum(costs) // max_token_len)))
+        logger.warning("%d row(s) of up to %d tokens exceed the micro-batch budget of %d tokens; each runs as a "
+                       "micro-batch of its own", len(too_long), max(too_long), max_token_len)
+    clipped = sum(min(c, max_token_len) for c in costs)
+    k = _smallest_k(costs, max_token_len, max(1, len(too_long), -(-clipped // max_token_len)))
     if dist.is_initialized() and dist.get_world_size(dp_group) > 1:
         while True:  # ends: k only grows and is bounded by the row count
             k_all = _all_reduce_max(k, dp_group, device)
@@ -76,11 +85,12 @@ def partition_by_tokens(costs: list[int], max_token_len: int, dp_group: Optional
     return _greedy_partition(costs, k)
 
 
-def rearrange_micro_batches(batch: DataProto, max_token_len: int, dp_group: Optional[dist.ProcessGroup] = None
-                            ) -> tuple[list[DataProto], list[list[int]]]:
+def rearrange_micro_batches(batch: DataProto, max_token_len: int, dp_group: Optional[dist.ProcessGroup] = None,
+                            device: torch.device | str = "cpu") -> tuple[list[DataProto], list[list[int]]]:
     """Split ``batch`` into token-budgeted micro-batches.
 
-    ``batch`` needs an ``attention_mask`` (B, T). Returns (micro-batches, index order): micro-batch
+    ``batch`` needs an ``attention_mask`` (B, T); ``device`` is the compute device (for the ranks'
+    agreement on the number of micro-batches; the mask itself may live elsewhere, e.g. the CPU). Returns (micro-batches, index order): micro-batch
     j holds rows ``idx_order[j]`` of ``batch``. Use ``restore_order`` to put per-row outputs of
     the micro-batches back into the original row order.
     """
@@ -88,7 +98,7 @@ def rearrange_micro_batches(batch: DataProto, max_token_len: int, dp_group: Opti
         raise KeyError("rearrange_micro_batches: the batch needs an 'attention_mask' tensor")
     mask = batch.batch["attention_mask"]
     costs = [int(c) for c in mask.sum(dim=-1).tolist()]
-    groups = partition_by_tokens(costs, max_token_len, dp_group, device=mask.device)
+    groups = partition_by_tokens(costs, max_token_len, dp_group, device=device)
     return [batch[g] for g in groups], groups
 
 
@@ -104,9 +114,11 @@ def restore_order(outputs: list[torch.Tensor], idx_order: list[list[int]]) -> to
 
 
 def split_micro_batches(batch: DataProto, micro_batch_size: Optional[int], use_dynamic_bsz: bool,
-                        max_token_len: Optional[int], dp_group: Optional[dist.ProcessGroup] = None
-                        ) -> tuple[list[DataProto], Optional[list[list[int]]]]:
+                        max_token_len: Optional[int], dp_group: Optional[dist.ProcessGroup] = None,
+                        device: torch.device | str = "cpu") -> tuple[list[DataProto], Optional[list[list[int]]]]:
     """Micro-batches of ``batch``: fixed ``micro_batch_size`` rows, or token-budgeted when ``use_dynamic_bsz``.
+
+    ``device``: the compute device, for the collective of the token-budgeted split.
 
     Returns (micro-batches, idx_order); idx_order is None for fixed micro-batches (rows stay in
     order) and the ``rearrange_micro_batches`` order otherwise.
@@ -114,7 +126,7 @@ def split_micro_batches(batch: DataProto, micro_batch_size: Optional[int], use_d
     if use_dynamic_bsz:
         if max_token_len is None:
             raise ValueError("use_dynamic_bsz needs a max_token_len")
-        return rearrange_micro_batches(batch, int(max_token_len), dp_group)
+        return rearrange_micro_batches(batch, int(max_token_len), dp_group, device)
     if micro_batch_size is None or int(micro_batch_size) <= 0:
         raise ValueError(f"micro-batch size must be a positive int, got {micro_batch_size!r}")
     return batch.split(int(micro_batch_size)), None

@@ -10,6 +10,8 @@ from typing import Optional, Sequence, Union
 
 import torch
 
+from verl.utils.chunked_logprob import DEFAULT_CHUNK_SIZE, log_probs_and_entropy
+
 Axis = Optional[Union[int, tuple[int, ...]]]
 
 
@@ -74,38 +76,31 @@ def clip_by_value(
     return torch.maximum(torch.minimum(x, upper), lower)
 
 
-def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor, chunk_rows: int = 1024) -> torch.Tensor:
+def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor, chunk_rows: int = DEFAULT_CHUNK_SIZE
+                         ) -> torch.Tensor:
     """log softmax(logits)[label] for every position.
 
-    logits: (..., V); labels: (...) integer ids. Returns (...) in the dtype of ``logits``.
-    Computed as logit[label] - logsumexp(logits), so no (..., V) log-softmax tensor is kept.
-    Half-precision logits are upcast to float32 ``chunk_rows`` positions at a time, which bounds
-    the extra memory to (chunk_rows, V) floats.
+    logits: (..., V); labels: (...) integer ids. Returns (...) in the dtype of ``logits``,
+    computed in float32 (float64 for float64 logits) ``chunk_rows`` positions at a time, so the
+    extra memory is (chunk_rows, V) floats (see ``verl.utils.chunked_logprob``).
     """
     if logits.shape[:-1] != labels.shape:
         raise ValueError(
             f"logprobs_from_logits: logits {tuple(logits.shape)} and labels {tuple(labels.shape)} disagree"
         )
-    if logits.dtype in (torch.float32, torch.float64):
-        picked = torch.gather(logits, -1, labels.long().unsqueeze(-1)).squeeze(-1)
-        return picked - torch.logsumexp(logits, dim=-1)
-    flat_logits = logits.reshape(-1, logits.shape[-1])
-    flat_labels = labels.reshape(-1, 1).long()
-    out = torch.empty(flat_labels.shape[0], dtype=logits.dtype, device=logits.device)
-    for start in range(0, flat_labels.shape[0], chunk_rows):
-        block = flat_logits[start : start + chunk_rows].float()
-        picked = torch.gather(block, -1, flat_labels[start : start + chunk_rows]).squeeze(-1)
-        out[start : start + chunk_rows] = (picked - torch.logsumexp(block, dim=-1)).to(logits.dtype)
-    return out.reshape(labels.shape)
+    log_probs, _ = log_probs_and_entropy(logits, labels, calculate_entropy=False, chunk_size=chunk_rows)
+    return log_probs.to(logits.dtype)
 
 
-def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+def entropy_from_logits(logits: torch.Tensor, chunk_rows: int = DEFAULT_CHUNK_SIZE) -> torch.Tensor:
     """Entropy of softmax(logits) over the last dimension.
 
-    logits: (..., V). Returns (...): logsumexp(logits) - sum(softmax(logits) * logits).
+    logits: (..., V). Returns (...) in float32 (float64 for float64 logits): logsumexp(logits) -
+    sum(softmax(logits) * logits), ``chunk_rows`` positions at a time.
     """
-    probs = torch.softmax(logits, dim=-1)
-    return torch.logsumexp(logits, dim=-1) - (probs * logits).sum(dim=-1)
+    labels = torch.zeros(logits.shape[:-1], dtype=torch.long, device=logits.device)
+    _, entropy = log_probs_and_entropy(logits, labels, calculate_entropy=True, chunk_size=chunk_rows)
+    return entropy
 
 
 def compute_position_id_with_mask(mask: torch.Tensor) -> torch.Tensor:

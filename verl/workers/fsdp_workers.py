@@ -9,8 +9,8 @@
 - the reference policy (role contains "ref"): a frozen copy loaded from the same folder.
 ``CriticWorker(config)`` holds the value model.
 
-Both take the whole trainer config and are device-agnostic: ``trainer.device`` cuda uses nccl,
-cpu uses gloo; each worker creates its process group in ``init_model``. Strategy
+Both take the whole trainer config and are device-agnostic: ``trainer.device`` cuda uses nccl
+(with gloo for CPU tensors), cpu uses gloo; each worker creates its process group in ``init_model``. Strategy
 (``actor.strategy`` / ``critic.strategy``): ``fsdp`` = FSDP2 (on cpu+gloo too), ``ddp``, or
 ``none`` (one process); see ``verl/utils/fsdp_utils.py``.
 
@@ -184,10 +184,11 @@ class ActorRolloutRefWorker(_DistributedWorker):
         model_cfg = self.cfg.model
         strategy = check_strategy(self.cfg.actor.strategy, self.world_size)
         fsdp_cfg = self.cfg.actor.fsdp_config if trainable else self.cfg.ref.fsdp_config
-        load_dtype, mp_dtype = self._load_dtype(strategy, model_cfg)
-        module = load_causal_lm(model_cfg.path, load_dtype,
-                                check_attn_implementation(model_cfg.attn_implementation, self.device_name),
-                                bool(model_cfg.trust_remote_code))
+        compute_dtype = torch_dtype(model_cfg.dtype)
+        # the frozen reference needs no float32 master copy: it is loaded in its compute dtype
+        load_dtype, mp_dtype = self._load_dtype(strategy, model_cfg) if trainable else (compute_dtype, None)
+        attn = check_attn_implementation(model_cfg.attn_implementation, self.device_name, compute_dtype)
+        module = load_causal_lm(model_cfg.path, load_dtype, attn, bool(model_cfg.trust_remote_code))
         if trainable and model_cfg.enable_gradient_checkpointing:
             module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if not trainable:
@@ -309,12 +310,12 @@ class ActorRolloutRefWorker(_DistributedWorker):
         })
 
     # .................................................................. log-probs
-    def _log_prob_meta(self, data: DataProto, micro_batch_size: int) -> DataProto:
+    def _log_prob_meta(self, data: DataProto, micro_batch_size: int, max_token_len: int) -> DataProto:
         meta = {
             "temperature": float(self.cfg.rollout.temperature),
             "micro_batch_size": int(micro_batch_size),
             "use_dynamic_bsz": bool(self.cfg.actor.use_dynamic_bsz),
-            "max_token_len": int(self.cfg.actor.ppo_max_token_len_per_gpu),
+            "max_token_len": int(max_token_len),
         }
         meta.update(data.meta_info)
         return DataProto(batch=data.batch, non_tensor_batch=data.non_tensor_batch, meta_info=meta)
@@ -327,7 +328,8 @@ class ActorRolloutRefWorker(_DistributedWorker):
         """
         if self.actor is None:
             raise RuntimeError(f"compute_log_prob: role {self.role!r} has no actor")
-        data = self._log_prob_meta(data, self.cfg.rollout.log_prob_micro_batch_size_per_gpu)
+        data = self._log_prob_meta(data, self.cfg.rollout.log_prob_micro_batch_size_per_gpu,
+                                   self.cfg.rollout.log_prob_max_token_len_per_gpu)
         log_probs, entropy = self.actor.compute_log_prob(data, calculate_entropy=True)
         return DataProto.from_dict({"old_log_probs": log_probs.cpu(), "entropys": entropy.cpu()})
 
@@ -336,7 +338,8 @@ class ActorRolloutRefWorker(_DistributedWorker):
         """``ref_log_prob`` (B, R) of ``responses`` under the frozen reference policy."""
         if self.ref_policy is None:
             raise RuntimeError(f"compute_ref_log_prob: role {self.role!r} has no reference policy")
-        data = self._log_prob_meta(data, self.cfg.ref.log_prob_micro_batch_size_per_gpu)
+        data = self._log_prob_meta(data, self.cfg.ref.log_prob_micro_batch_size_per_gpu,
+                                   self.cfg.ref.log_prob_max_token_len_per_gpu)
         log_probs, _ = self.ref_policy.compute_log_prob(data, calculate_entropy=False)
         return DataProto.from_dict({"ref_log_prob": log_probs.cpu()})
 
@@ -432,9 +435,8 @@ class CriticWorker(_DistributedWorker):
         model_cfg = self.cfg.model
         strategy = check_strategy(self.cfg.strategy, self.world_size)
         load_dtype, mp_dtype = self._load_dtype(strategy, model_cfg)
-        module = load_value_model(model_cfg.path, load_dtype,
-                                  check_attn_implementation(model_cfg.attn_implementation, self.device_name),
-                                  bool(model_cfg.trust_remote_code))
+        attn = check_attn_implementation(model_cfg.attn_implementation, self.device_name, torch_dtype(model_cfg.dtype))
+        module = load_value_model(model_cfg.path, load_dtype, attn, bool(model_cfg.trust_remote_code))
         if model_cfg.enable_gradient_checkpointing:
             module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         fsdp_cfg = self.cfg.fsdp_config

@@ -215,3 +215,44 @@ def test_uneven_mini_batches_and_missing_keys_are_errors(model64, make_batch):
     actor, _ = _sgd_actor(model64, use_kl_loss=True)
     with pytest.raises(KeyError, match="ref_log_prob"):
         actor.update_policy(batch)
+
+
+def _recording(actor, sizes):
+    """Wrap the actor's micro-batch forward to record each micro-batch's real tokens per row."""
+    forward = actor._forward_micro_batch
+
+    def wrapped(micro, *args, **kwargs):
+        sizes.append(micro["attention_mask"].sum(-1).tolist())
+        return forward(micro, *args, **kwargs)
+
+    actor._forward_micro_batch = wrapped
+
+
+def test_token_budget_holds_in_log_prob_and_update_passes_and_matches_fixed_split(model64, make_batch):
+    # rows of 11, 5, 8 and 5 real tokens; a budget of 9 tokens: the 11-token row must run alone
+    batch = _batch(make_batch, model64)
+    adv = torch.randn(4, R, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    budget = 9
+    fixed_actor, fixed_module = _sgd_actor(model64, lr=1.0)
+    dyn_actor, dyn_module = _sgd_actor(model64, lr=1.0, use_dynamic_bsz=True, ppo_max_token_len_per_gpu=budget)
+    sizes: list[list[int]] = []
+    _recording(dyn_actor, sizes)
+    fixed_lp, _ = fixed_actor.compute_log_prob(_meta(copy.deepcopy(batch), micro_batch_size=4))
+    dyn_lp, _ = dyn_actor.compute_log_prob(_meta(copy.deepcopy(batch), use_dynamic_bsz=True, max_token_len=budget))
+    mask = batch.batch["attention_mask"][:, P:].bool()
+    torch.testing.assert_close(dyn_lp[mask], fixed_lp[mask], rtol=0, atol=1e-12)
+    assert sorted(t for s in sizes for t in s) == [5, 5, 8, 11]
+    assert [11] in sizes and all(sum(s) <= budget for s in sizes if s != [11])
+
+    sizes.clear()
+    before = _params(fixed_module)
+    data = copy.deepcopy(batch)
+    data.batch["old_log_probs"] = fixed_lp.detach()
+    data.batch["advantages"] = adv
+    fixed_actor.update_policy(copy.deepcopy(data))
+    dyn_actor.update_policy(copy.deepcopy(data))
+    assert [11] in sizes and all(sum(s) <= budget for s in sizes if s != [11]) and len(sizes) >= 3
+    fixed_after, dyn_after = _params(fixed_module), _params(dyn_module)
+    assert any((fixed_after[k] - before[k]).abs().max() > 1e-8 for k in before)
+    for k in before:
+        torch.testing.assert_close(dyn_after[k] - before[k], fixed_after[k] - before[k], rtol=1e-9, atol=1e-14)

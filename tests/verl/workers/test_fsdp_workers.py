@@ -174,3 +174,25 @@ def test_bad_role_and_missing_sampling_are_errors(tiny_model_dir):
         worker.generate(DataProto.from_dict(non_tensors={"prompt_token_ids": [[1, 2]]}, meta_info={"sampling": {}}))
     with pytest.raises(RuntimeError, match="no actor"):
         worker.update_actor(DataProto.from_dict({"x": torch.zeros(1)}))
+
+
+def test_log_prob_passes_use_their_own_token_budgets(tiny_model_dir):
+    cfg = make_config(tiny_model_dir, "actor_rollout_ref.actor.strategy=none", "actor_rollout_ref.actor.use_dynamic_bsz=true",
+                      "actor_rollout_ref.actor.ppo_max_token_len_per_gpu=100",
+                      "actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu=13",
+                      "actor_rollout_ref.ref.log_prob_max_token_len_per_gpu=11")
+    worker = ActorRolloutRefWorker(cfg, "actor_rollout_ref")
+    worker.init_model()
+    seen = []
+    for policy in (worker.actor, worker.ref_policy):
+        compute = policy.compute_log_prob
+
+        def spy(data, calculate_entropy=False, compute=compute):
+            seen.append((data.meta_info["use_dynamic_bsz"], data.meta_info["max_token_len"]))
+            return compute(data, calculate_entropy=calculate_entropy)
+
+        policy.compute_log_prob = spy
+    batch = ppo_batch(prompts_of(tiny_model_dir, TEXTS), [[5, 6, 7]] * 4, worker.tokenizer.pad_token_id)
+    worker.compute_log_prob(copy.deepcopy(batch))
+    worker.compute_ref_log_prob(copy.deepcopy(batch))
+    assert seen == [(True, 13), (True, 11)]

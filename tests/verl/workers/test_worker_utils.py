@@ -19,8 +19,18 @@ def test_partition_respects_budget_and_covers_every_row():
     assert sorted(i for g in groups for i in g) == list(range(6))
     assert all(sum(costs[i] for i in g) <= 10 for g in groups)
     assert len(groups) == 3  # 24 tokens need at least 3 groups of 10
-    with pytest.raises(ValueError, match="more than the micro-batch budget"):
-        partition_by_tokens([11], max_token_len=10)
+
+
+def test_a_row_longer_than_the_budget_runs_alone_and_others_keep_the_budget():
+    costs = [3, 14, 4, 12, 2, 5]  # rows 1 and 3 exceed 10 tokens; the other 14 tokens need 2 groups
+    groups = partition_by_tokens(costs, max_token_len=10)
+    assert sorted(i for g in groups for i in g) == list(range(6))
+    assert [1] in groups and [3] in groups
+    assert all(sum(costs[i] for i in g) <= 10 for g in groups if len(g) > 1)
+    assert len(groups) == 4
+    assert partition_by_tokens([11], max_token_len=10) == [[0]]
+    with pytest.raises(ValueError, match="max_token_len must be positive"):
+        partition_by_tokens([1], max_token_len=0)
 
 
 def test_rearrange_and_restore_round_trip():

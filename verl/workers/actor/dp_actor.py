@@ -32,7 +32,7 @@ from verl.trainer.ppo.core_algos import agg_loss, compute_kl_loss, get_policy_lo
 from verl.utils.fsdp_utils import clip_grad_norm, gradient_sync, unwrap_model
 from verl.utils.model import pad_input, unpad_input
 from verl.utils.seqlen_balancing import per_rank_mini_batch_size, restore_order, split_micro_batches
-from verl.utils.torch_functional import entropy_from_logits, logprobs_from_logits
+from verl.utils.chunked_logprob import log_probs_and_entropy
 
 logger = logging.getLogger(__name__)
 
@@ -110,13 +110,11 @@ class DataParallelPPOActor:
                                  use_cache=False, **keep).logits[:, -(r + 1):-1]  # (b, R, V)
             labels = responses
         if temperature is not None:
-            logits = logits / temperature
-        log_probs = logprobs_from_logits(logits, labels)
-        entropy = None
-        if calculate_entropy:
-            with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
-                source = logits if entropy_grad else logits.detach()
-                entropy = entropy_from_logits(source.float() if source.dtype != torch.float64 else source)
+            logits.div_(temperature)  # in place: no second (tokens x V) tensor
+        # chunked over tokens: O(chunk x V) extra memory in forward and backward, float32 outputs
+        log_probs, entropy = log_probs_and_entropy(logits, labels, calculate_entropy)
+        if entropy is not None and not entropy_grad:
+            entropy = entropy.detach()
         if self.use_remove_padding:
             log_probs = pad_input(log_probs, indices, b, t)[:, t - r - 1: t - 1]
             if entropy is not None:
@@ -143,7 +141,7 @@ class DataParallelPPOActor:
         micros, idx_order = split_micro_batches(
             data.select(batch_keys=list(LOG_PROB_KEYS)),
             None if use_dynamic else _require(meta, "micro_batch_size", f"{where} meta_info"),
-            use_dynamic, meta.get("max_token_len"))
+            use_dynamic, meta.get("max_token_len"), device=self.device)
         was_training = self.module.training
         self.module.eval()
         log_probs, entropies = [], []
@@ -211,7 +209,8 @@ class DataParallelPPOActor:
         n_tokens = float(mask_all.sum())
         n_rows = float((mask_all.sum(-1) > 0).sum())
         agg_kwargs = {"batch_num_tokens": n_tokens, "global_batch_size": n_rows}
-        micros, _ = split_micro_batches(mini, micro_size, micro_size is None, cfg.ppo_max_token_len_per_gpu)
+        micros, _ = split_micro_batches(mini, micro_size, micro_size is None, cfg.ppo_max_token_len_per_gpu,
+                                        device=self.device)
         metrics: dict[str, float] = defaultdict(float)
         self.optimizer.zero_grad(set_to_none=True)
         for j, micro_data in enumerate(micros):
@@ -238,7 +237,7 @@ class DataParallelPPOActor:
             metrics["actor/pg_clipfrac"] += share * float(pg_metrics["clipfrac"])
             metrics["actor/ppo_kl"] += share * float(pg_metrics["ppo_kl"])
             metrics["actor/pg_clipfrac_lower"] += share * float(pg_metrics["clipfrac_lower"])
-        grad_norm = clip_grad_norm(self.module, float(cfg.grad_clip))
+        grad_norm = clip_grad_norm(self.module, float(cfg.grad_clip), self.device)
         finite = torch.isfinite(torch.tensor(grad_norm)).item()
         if finite:
             self.optimizer.step()

@@ -88,7 +88,7 @@ class DataParallelPPOCritic:
         if not use_dynamic and "micro_batch_size" not in meta:
             raise KeyError("compute_values meta_info: missing 'micro_batch_size'")
         micros, idx_order = split_micro_batches(data.select(batch_keys=list(VALUE_KEYS)), meta.get("micro_batch_size"),
-                                                use_dynamic, meta.get("max_token_len"))
+                                                use_dynamic, meta.get("max_token_len"), device=self.device)
         was_training = self.module.training
         self.module.eval()
         with torch.no_grad():
@@ -129,7 +129,8 @@ class DataParallelPPOCritic:
         mask_all = mini.batch["response_mask"]
         n_tokens = float(mask_all.sum())
         agg_kwargs = {"batch_num_tokens": n_tokens, "global_batch_size": float((mask_all.sum(-1) > 0).sum())}
-        micros, _ = split_micro_batches(mini, micro_size, micro_size is None, cfg.ppo_max_token_len_per_gpu)
+        micros, _ = split_micro_batches(mini, micro_size, micro_size is None, cfg.ppo_max_token_len_per_gpu,
+                                        device=self.device)
         metrics: dict[str, float] = defaultdict(float)
         self.optimizer.zero_grad(set_to_none=True)
         for j, micro_data in enumerate(micros):
@@ -144,7 +145,7 @@ class DataParallelPPOCritic:
             metrics["critic/vf_loss"] += float(vf_loss.detach())
             metrics["critic/vf_clipfrac"] += share * float(vf_clipfrac)
             metrics["critic/vpred_mean"] += share * float(masked_mean(vpreds.detach(), mask))
-        grad_norm = clip_grad_norm(self.module, float(cfg.grad_clip))
+        grad_norm = clip_grad_norm(self.module, float(cfg.grad_clip), self.device)
         if torch.isfinite(torch.tensor(grad_norm)).item():
             self.optimizer.step()
         else:
