@@ -34,6 +34,7 @@ MODULES: tuple[tuple[str, int], ...] = (
     ("bench_step_anatomy", 300),
     ("bench_peer_trl", 360),
     ("bench_memory", 300),
+    ("bench_plan_memory", 360),
 )
 # Building the shared models and data (benchmarks/prepare.py) before the rows, at most this long.
 PREPARE_LIMIT_S = 360
