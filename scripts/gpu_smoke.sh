@@ -23,9 +23,11 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [ -x "$ROOT/.venv/bin/python" ]; then PY="$ROOT/.venv/bin/python"; else PY=python3; fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
-# ---- SWITCH (7B): a 7B policy fits 80 GB only when the vLLM rollout engine sleeps (frees its KV
-# cache and weights) during log-prob and update passes. Once the rollout honours free_cache_engine,
-# set RUN_7B=1 here (or pass RUN_7B 1); SLEEP_7B are the overrides that turn sleep on for it.
+# ---- SWITCH (7B): off by default. A 7B policy should run with the vLLM rollout engine asleep (KV
+# cache and weights freed) during log-prob and update passes, and on few GPUs its CPU-offloaded
+# fp32 weights, gradients and AdamW states need about 156 GiB of host memory per GPU (the plan
+# prints it). Once the rollout honours free_cache_engine, set RUN_7B=1 here (or pass RUN_7B 1);
+# SLEEP_7B are the overrides that turn sleep on for it.
 RUN_7B=0
 SLEEP_7B=(actor_rollout_ref.rollout.free_cache_engine=true)
 

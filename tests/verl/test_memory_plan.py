@@ -84,6 +84,9 @@ def test_offload_sleep_levels_and_checkpointing(shape):
     assert up.host == {"actor weights": 404608, "optimizer states": 809216, "ref weights": 202304, "grads": 404608,
                        "optimizer step temporary": 404608}
     assert not {"actor weights", "optimizer states", "grads"} & set(up.terms)
+    text, _ = mp.render_plan(shape, cuda_settings(offload=True, ranks_per_node=2, capacity_gib=4.0))
+    host = 404608 + 809216 + 404608 + 404608 + 404608  # update: + level-1 host copy of the engine's weights
+    assert f"up to {host / GIB:.1f} GiB per rank, {2 * host / GIB:.1f} GiB per node of 2" in text
     # Awake all step: the engine's KV cache stays in the training phases.
     awake = {p.name: p for p in plan_memory(shape, cuda_settings(sleep_level=0))}
     assert awake["update"].terms["KV cache (engine awake)"] == 2 * GIB - 404608

@@ -194,8 +194,9 @@ class PlanSettings:
     """The run's settings that decide memory (defaults: the cuda profile of a GRPO run).
 
     Attributes:
-        device: cuda or cpu; world_size: data-parallel ranks (GPUs x nodes); capacity_gib: memory
-            of one device (one worker's share of RAM on cpu).
+        device: cuda or cpu; world_size: data-parallel ranks (GPUs x nodes); ranks_per_node: GPUs
+            per node (host memory is shared by them); capacity_gib: memory of one device (one
+            worker's share of RAM on cpu).
         compute_bytes: bytes per element of the forward (bf16 = 2); master_bytes: bytes per sharded
             trainable parameter (and gradient); fsdp: FSDP sharding and all-gathers (else a plain
             module per rank); offload: FSDP CPU offload of actor parameters, gradients, optimizer.
@@ -214,6 +215,7 @@ class PlanSettings:
 
     device: str = "cuda"
     world_size: int = 1
+    ranks_per_node: int = 1
     capacity_gib: float = 80.0
     compute_bytes: int = 2
     master_bytes: int = 4
@@ -505,6 +507,10 @@ def render_plan(m: ModelShape, s: PlanSettings, model_name: str = "") -> tuple[s
                      + " + ".join(f"{k} {_gib(v)}" for k, v in ph.terms.items() if v > 0)
                      + (f"; host {_gib(ph.host_total)} GiB (" + ", ".join(f"{k} {_gib(v)}" for k, v in ph.host.items())
                         + ")" if ph.host else ""))
+    host = max(ph.host_total for ph in phases)
+    if host:
+        lines.append(f"plan: host memory for offloaded state: up to {_gib(host)} GiB per rank, "
+                     f"{_gib(host * s.ranks_per_node)} GiB per node of {s.ranks_per_node} (not checked against the host)")
     lines.append(f"plan: highest phase: {worst.name}")
     lines.append(verdict_line(peak, s.capacity_gib, s.device, None if ok else suggest_key(m, s)))
     return "\n".join(lines) + "\n", ok
@@ -549,7 +555,8 @@ def settings_from_config(cfg: Any, capacity_gib: float) -> PlanSettings:
     """``PlanSettings`` from a composed trainer config (verl/trainer/config/ppo_trainer.yaml layout)."""
     arr = "actor_rollout_ref"
     device = str(_select(cfg, "trainer.device", "cuda"))
-    world = int(_select(cfg, "trainer.n_gpus_per_node", 1)) * int(_select(cfg, "trainer.nnodes", 1))
+    per_node = int(_select(cfg, "trainer.n_gpus_per_node", 1))
+    world = per_node * int(_select(cfg, "trainer.nnodes", 1))
     compute = dtype_bytes(_select(cfg, f"{arr}.model.dtype", "float32"), f"{arr}.model.dtype")
     fsdp = str(_select(cfg, f"{arr}.actor.strategy", "fsdp")) == "fsdp"
     mixed = device == "cuda" and fsdp and compute < 4
@@ -591,6 +598,7 @@ def settings_from_config(cfg: Any, capacity_gib: float) -> PlanSettings:
     return PlanSettings(
         device=device,
         world_size=world,
+        ranks_per_node=per_node,
         capacity_gib=float(capacity_gib),
         compute_bytes=compute,
         master_bytes=4 if mixed else compute,
