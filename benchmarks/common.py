@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-OPS = ("<=", ">=", "measured")
+OPS = ("<=", ">=", "within", "measured")
 
 
 @dataclass(frozen=True)
@@ -32,23 +32,30 @@ class Target:
     """What a row's value must satisfy.
 
     Attributes:
-        op: ``"<="`` or ``">="`` (compare with ``bound``), or ``"measured"`` (an informational
-            figure: met when a finite value was measured).
-        bound: the threshold for ``<=`` / ``>=``.
+        op: ``"<="`` or ``">="`` (compare with ``bound``), ``"within"`` (``bound`` <= value <=
+            ``upper``), or ``"measured"`` (an informational figure: met when a finite value was
+            measured).
+        bound: the threshold for ``<=`` / ``>=``, the lower end for ``within``.
+        upper: the upper end for ``within``.
     """
 
     op: str
     bound: float | None = None
+    upper: float | None = None
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
             raise ValueError(f"Target.op must be one of {OPS}, got {self.op!r}")
         if self.op != "measured" and (self.bound is None or not math.isfinite(self.bound)):
             raise ValueError(f"Target.bound must be a finite number for op {self.op!r}, got {self.bound!r}")
+        if self.op == "within" and (self.upper is None or not math.isfinite(self.upper) or self.upper < self.bound):
+            raise ValueError(f"Target.upper must be a finite number >= bound for op 'within', got {self.upper!r}")
 
     def describe(self) -> str:
         if self.op == "measured":
             return "measured (no target)"
+        if self.op == "within":
+            return f"{format_number(self.bound)} – {format_number(self.upper)}"
         return f"{'≤' if self.op == '<=' else '≥'} {format_number(self.bound)}"
 
     def met(self, value: float | None) -> bool:
@@ -57,14 +64,17 @@ class Target:
             return False
         if self.op == "measured":
             return True
+        if self.op == "within":
+            return self.bound <= value <= self.upper
         return value <= self.bound if self.op == "<=" else value >= self.bound
 
     def shortfall(self, value: float | None) -> str | None:
         """How far a finite ``value`` misses the target (``None`` when met or not measured)."""
         if self.met(value) or value is None or not math.isfinite(value) or self.op == "measured":
             return None
-        gap = abs(value - self.bound)
-        rel = gap / abs(self.bound) if self.bound else float("inf")
+        edge = self.upper if self.op == "within" and value > self.upper else self.bound
+        gap = abs(value - edge)
+        rel = gap / abs(edge) if edge else float("inf")
         return f"misses by {format_number(gap)} ({rel:.0%})"
 
 

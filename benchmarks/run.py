@@ -35,6 +35,7 @@ MODULES: tuple[tuple[str, int], ...] = (
     ("bench_peer_trl", 360),
     ("bench_memory", 300),
     ("bench_weight_sync", 420),
+    ("bench_plan_memory", 360),
 )
 # Building the shared models and data (benchmarks/prepare.py) before the rows, at most this long.
 PREPARE_LIMIT_S = 360

@@ -9,7 +9,10 @@ Usage::
 every key has a documented default (``--help``) and a validator; an unknown key, a key without a
 value or a bad value stops with exit code 2 and a message naming the key. Everything after ``--`` is
 passed to Hydra unchanged and placed last, so it wins over what the keys set. ``--dry-run`` prints
-the environment and the trainer command instead of running it.
+the environment and the trainer command instead of running it. ``--plan`` prints the memory plan
+(``zerosearch.launch_plan``) from the model's config.json alone and exits (2 when it does not fit);
+a real run prints the same plan first and stops with exit 2 when it does not fit, unless
+``PLAN_CHECK off``.
 
 The per-algorithm settings reproduce the original ZeroSearch scripts, including the ones that look
 accidental; each of those is marked below so that it is a visible choice, not an inherited one.
@@ -30,6 +33,7 @@ from zerosearch.launch_keys import (
     AUTO,
     KEYS,
     KEYS_BY_NAME,
+    PLAN_PARSERS,
     LaunchArgumentError,
     valid_keys_line,
 )
@@ -99,13 +103,15 @@ def _split_pairs(argv: list[str]) -> dict[str, str]:
     return given
 
 
-def _check(given: dict[str, str]) -> dict[str, Any]:
-    """Validate each given value and fill in the defaults (``auto`` values stay ``auto``)."""
+def _check(given: dict[str, str], plan_only: bool = False) -> dict[str, Any]:
+    """Validate each given value and fill in the defaults (``auto`` values stay ``auto``).
+    ``plan_only``: paths are checked as ``--plan`` needs them (PLAN_PARSERS)."""
     settings: dict[str, Any] = {}
     for spec in KEYS:  # given values first, so a bad value is reported before a missing key
         if spec.name in given:
+            parse = PLAN_PARSERS.get(spec.name, spec.parse) if plan_only else spec.parse
             try:
-                settings[spec.name] = spec.parse(given[spec.name])
+                settings[spec.name] = parse(given[spec.name])
             except ValueError as err:
                 raise LaunchArgumentError(f"bad value for {spec.name}: {err}. {valid_keys_line()}", key=spec.name) from None
     for spec in KEYS:
@@ -362,13 +368,15 @@ def _environment(s: dict[str, Any]) -> dict[str, str]:
     return env
 
 
-def parse_launch_args(algo: str, argv: list[str], config_dir: str = DEFAULT_CONFIG_DIR) -> LaunchPlan:
+def parse_launch_args(algo: str, argv: list[str], config_dir: str = DEFAULT_CONFIG_DIR,
+                      plan_only: bool = False) -> LaunchPlan:
     """Turn ``KEY VALUE ... [-- overrides...]`` into a LaunchPlan.
 
     Args:
         algo: grpo, ppo or reinforce.
         argv: the launcher arguments after ``--algo``; ``--`` starts the Hydra passthrough.
         config_dir: the Hydra config folder (default: the repository's ``configs/``).
+        plan_only: for ``--plan``: MODEL_PATH may be a config .json file, DATA_PATH need not exist.
 
     Raises:
         LaunchArgumentError: unknown algorithm/key, a key without value, a repeated key, a bad value,
@@ -381,7 +389,7 @@ def parse_launch_args(algo: str, argv: list[str], config_dir: str = DEFAULT_CONF
         pairs, passthrough = argv[:cut], argv[cut + 1:]
     else:
         pairs, passthrough = argv, []
-    settings = _check(_split_pairs(pairs))
+    settings = _check(_split_pairs(pairs), plan_only)
     _resolve(algo, settings)
     keyed = _shared_overrides(settings) + algorithm_overrides(algo, settings)
     overrides = [f"{k}={hydra_value(v)}" for k, v in keyed] + list(passthrough)
@@ -398,12 +406,16 @@ def help_text(algo: str | None = None) -> str:
     """Usage plus every key with its default and meaning."""
     name = algo or "{" + ",".join(ALGORITHMS) + "}"
     lines = [
-        f"usage: python -m zerosearch.launch --algo {name} [--dry-run] [--config-dir DIR] "
+        f"usage: python -m zerosearch.launch --algo {name} [--dry-run] [--plan] [--config-dir DIR] "
         "KEY VALUE [KEY VALUE ...] [-- HYDRA_OVERRIDE ...]",
         "",
         "Keys come in any order. Required keys have no default. Anything after -- is passed to Hydra",
         "as is and wins over the keys (e.g. -- actor_rollout_ref.actor.optim.lr=2e-6).",
         "--dry-run prints the environment and the trainer command without running it.",
+        "--plan prints the memory plan per GPU and phase from the model's config.json alone (no GPU, no weights,",
+        "no data needed; GPU_MEMORY_GIB and DEVICE cuda plan a GPU run anywhere) and exits: 0 fits, 2 does not.",
+        "A run prints the same plan first and stops with exit 2 before loading anything when it does not fit",
+        "(PLAN_CHECK off runs anyway).",
     ]
     group = None
     width = max(len(k.name) for k in KEYS)
@@ -435,7 +447,8 @@ def device_profile_lines() -> list[str]:
 
 def _parse_options(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
     """Split the launcher's own ``--options`` from the KEY VALUE pairs (before any ``--``)."""
-    opts: dict[str, Any] = {"algo": None, "dry_run": False, "help": False, "config_dir": DEFAULT_CONFIG_DIR}
+    opts: dict[str, Any] = {"algo": None, "dry_run": False, "plan": False, "help": False,
+                            "config_dir": DEFAULT_CONFIG_DIR}
     rest: list[str] = []
     i = 0
     while i < len(argv):
@@ -447,6 +460,8 @@ def _parse_options(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
             opts["help"] = True
         elif arg == "--dry-run":
             opts["dry_run"] = True
+        elif arg == "--plan":
+            opts["plan"] = True
         elif arg in ("--algo", "--config-dir"):
             if i + 1 >= len(argv):
                 raise LaunchArgumentError(f"option {arg} has no value", key=arg)
@@ -471,10 +486,15 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if opts["algo"] is None:
             raise LaunchArgumentError(f"--algo is required; expected one of {', '.join(ALGORITHMS)}", key="--algo")
-        plan = parse_launch_args(opts["algo"], rest, config_dir=opts["config_dir"])
+        plan = parse_launch_args(opts["algo"], rest, config_dir=opts["config_dir"], plan_only=opts["plan"])
     except LaunchArgumentError as err:
         sys.stderr.write(f"zerosearch.launch: error: {err}\n(run with --help for every key and its default)\n")
         raise SystemExit(2) from None
+
+    if opts["plan"]:
+        from zerosearch.launch_plan import print_plan
+
+        return print_plan(plan)
 
     command = plan.command()
     if opts["dry_run"]:
@@ -485,6 +505,9 @@ def main(argv: list[str] | None = None) -> int:
     sys.stderr.write(f"zerosearch.launch: {plan.algo} run {plan.experiment_name}\n"
                      f"zerosearch.launch: checkpoints and logs under {os.path.join(plan.settings['SAVE_DIR'], plan.experiment_name)}\n")
     sys.stderr.flush()
+    from zerosearch.launch_plan import check_before_run
+
+    check_before_run(plan)  # exits 2 when the plan does not fit (unless PLAN_CHECK off)
     os.execvpe(command[0], command, plan.environment())
     return 0  # not reached
 

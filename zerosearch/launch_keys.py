@@ -165,6 +165,24 @@ def out_dir(text: str) -> str:
     return os.path.abspath(os.path.expanduser(text))
 
 
+def config_source(text: str) -> str:
+    """MODEL_PATH under ``--plan``: a model folder with config.json (weights optional) or a config .json file."""
+    path = os.path.abspath(os.path.expanduser(text))
+    if os.path.isfile(path) and path.endswith(".json"):
+        return path
+    return model_dir(text)
+
+
+def gib_amount(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"expected a number of GiB > 0, got {text!r}") from None
+    if not value > 0:
+        raise ValueError(f"expected a number of GiB > 0, got {text!r}")
+    return value
+
+
 def logger_list(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     bad = [n for n in names if n not in LOGGERS]
@@ -253,10 +271,14 @@ KEYS: tuple[LaunchKey, ...] = (
     LaunchKey("LOGGER", "console,jsonl", f"comma-separated loggers ({', '.join(LOGGERS)}) -> trainer.logger", logger_list, _G_OPS),
     LaunchKey("SAVE_FREQ", "50", "checkpoint every N steps (-1 = never) -> trainer.save_freq", frequency, _G_OPS),
     LaunchKey("TEST_FREQ", "-1", "validate every N steps (-1 = never; evaluation is a separate command) -> trainer.test_freq", frequency, _G_OPS),
+    LaunchKey("GPU_MEMORY_GIB", AUTO, "memory of one GPU for the memory plan printed before loading (auto = what the GPU reports, 80 when none is visible; on cpu: RAM / NUM_GPUS_PER_NODE); see --plan", auto_or(gib_amount), _G_SCALE),
+    LaunchKey("PLAN_CHECK", "on", "on: a run whose memory plan does not fit stops with exit 2 before loading anything; off: print the plan and run anyway", choice("on", "off"), _G_SCALE),
     LaunchKey("SEED", "42", "global seed -> trainer.seed", non_negative_int, _G_OPS),
 )
 
 KEYS_BY_NAME: dict[str, LaunchKey] = {k.name: k for k in KEYS}
+# Under --plan only the model's config.json is read and no data: these parsers replace the keys' own.
+PLAN_PARSERS: dict[str, Callable[[str], Any]] = {"MODEL_PATH": config_source, "DATA_PATH": out_dir}
 
 
 def valid_keys_line() -> str:

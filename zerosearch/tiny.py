@@ -17,10 +17,19 @@ tokenizer, so it encodes the same whichever class loads the folder):
 Model: untied input and output embeddings except in the ``tiny-tied`` preset (one matrix for
 both, as Qwen2.5 0.5B/3B), head_dim 64, vocabulary padded to a multiple of 64, float32 weights.
 
+Shapes of real models (``--shape configs/models/qwen2.5-3b.json``): a JSON file of Qwen2 config
+fields (architecture numbers only) gives the layers, widths and vocabulary of the model; the
+tokenizer is trained locally as above, so it has fewer tokens than the shape's vocabulary (151,936
+for Qwen2.5), and the embedding matrix keeps the shape's row count, as a real Qwen checkpoint has
+more embedding rows than tokenizer entries. Weights are random, bfloat16 by default (``--dtype``),
+built on the GPU when one is visible. Such a folder is what a GPU smoke run or a memory
+measurement needs: a model with the real shapes and no download.
+
 Command line (prints each step)::
 
     python -m zerosearch.tiny --out DIR --size tiny [--kind policy|simulation]
         [--corpus-file F ...] [--data-dir data] [--vocab-size N] [--seed S]
+    python -m zerosearch.tiny --out DIR --shape configs/models/qwen2.5-0.5b.json [--dtype bfloat16] ...
 """
 
 from __future__ import annotations
@@ -267,6 +276,118 @@ def qwen2_config(size: str, vocab_size: int, eos_token_id: int, pad_token_id: in
     )
 
 
+# Fields a shape file must give (Qwen2Config names); anything else in the file is refused.
+SHAPE_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                "num_key_value_heads", "vocab_size", "tie_word_embeddings", "max_position_embeddings",
+                "rope_theta", "rms_norm_eps")
+SHAPE_OPTIONAL = ("architectures", "model_type", "hidden_act", "head_dim")
+SHAPE_BPE_VOCAB = 8192
+SHAPE_DTYPES = ("bfloat16", "float16", "float32")
+
+
+def load_shape(path: str | Path) -> dict:
+    """The Qwen2 config fields of a shape file (``configs/models/*.json``), checked."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"shape file {path} does not exist (expected e.g. configs/models/qwen2.5-0.5b.json)")
+    try:
+        shape = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(shape, dict):
+        raise ValueError(f"{path}: expected a JSON object of Qwen2 config fields")
+    missing = [k for k in SHAPE_FIELDS if k not in shape]
+    unknown = sorted(set(shape) - set(SHAPE_FIELDS) - set(SHAPE_OPTIONAL))
+    if missing or unknown:
+        raise ValueError(f"{path}: " + "; ".join(
+            ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unknown fields {', '.join(unknown)}"] if unknown else [])))
+    if shape.get("model_type", "qwen2") != "qwen2" or shape.get("architectures", ["Qwen2ForCausalLM"]) != ["Qwen2ForCausalLM"]:
+        raise ValueError(f"{path}: only Qwen2ForCausalLM shapes are supported (model_type qwen2)")
+    for key in SHAPE_FIELDS:
+        value = shape[key]
+        if key == "tie_word_embeddings":
+            ok = isinstance(value, bool)
+        elif key in ("rope_theta", "rms_norm_eps"):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+        else:
+            ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+        if not ok:
+            raise ValueError(f"{path}: {key} has a bad value {value!r}")
+    if shape["num_attention_heads"] % shape["num_key_value_heads"]:
+        raise ValueError(f"{path}: num_attention_heads must be a multiple of num_key_value_heads")
+    return shape
+
+
+def shape_config(shape: dict, eos_token_id: int, pad_token_id: int, dtype: str = "bfloat16"):
+    """The ``Qwen2Config`` of a shape (``load_shape``) with the tokenizer's special ids."""
+    from transformers import Qwen2Config
+
+    fields = {k: shape[k] for k in SHAPE_FIELDS}
+    if "head_dim" in shape:
+        fields["head_dim"] = shape["head_dim"]
+    return Qwen2Config(**fields, hidden_act=shape.get("hidden_act", "silu"), eos_token_id=eos_token_id,
+                       pad_token_id=pad_token_id, bos_token_id=None, dtype=dtype)
+
+
+def build_shaped_model(
+    out_dir: str | Path,
+    shape_path: str | Path,
+    corpus_texts: Sequence[str] | None = None,
+    seed: int = 0,
+    bpe_vocab_size: int = SHAPE_BPE_VOCAB,
+    dtype: str = "bfloat16",
+    kind: str = "policy",
+    data_dir: str | Path | None = None,
+) -> Path:
+    """A randomly initialised Qwen2 of a real model's shape plus a locally trained tokenizer in ``out_dir``.
+
+    The embedding matrix keeps the shape's ``vocab_size`` rows (more than the tokenizer's tokens).
+    Writes ``tiny_model.json`` describing the build. Returns ``out_dir``.
+    """
+    import torch
+    from transformers import GenerationConfig, Qwen2ForCausalLM
+
+    if dtype not in SHAPE_DTYPES:
+        raise ValueError(f"dtype must be one of {SHAPE_DTYPES}, got {dtype!r}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    shape = load_shape(shape_path)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if corpus_texts is None:
+        corpus_texts = default_corpus_texts(data_dir, kind)
+    tokenizer = build_tokenizer(corpus_texts, bpe_vocab_size, model_max_length=shape["max_position_embeddings"])
+    if len(tokenizer) > shape["vocab_size"]:
+        raise ValueError(f"{shape_path}: vocab_size {shape['vocab_size']} is smaller than the tokenizer's "
+                         f"{len(tokenizer)} tokens; lower --vocab-size")
+    config = shape_config(shape, tokenizer.eos_token_id, tokenizer.pad_token_id, dtype)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    logger.info("tokenizer has %d tokens; building a random %s on %s with %d embedding rows", len(tokenizer),
+                Path(shape_path).name, device, shape["vocab_size"])
+    torch_dtype = getattr(torch, dtype)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed * len(KINDS) + KINDS.index(kind))
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(torch_dtype)
+        try:
+            with torch.device(device):
+                model = Qwen2ForCausalLM(config)
+        finally:
+            torch.set_default_dtype(previous)
+    model.generation_config = GenerationConfig(eos_token_id=[tokenizer.eos_token_id, tokenizer.pad_token_id],
+                                               pad_token_id=tokenizer.pad_token_id)
+    n_params = sum(p.numel() for p in model.parameters())
+    logger.info("Qwen2ForCausalLM of shape %s: %.3fB parameters", Path(shape_path).name, n_params / 1e9)
+    model.to("cpu").save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    info = {"shape_file": str(shape_path), "kind": kind, "seed": seed, "dtype": dtype, "bpe_vocab_size": bpe_vocab_size,
+            "tokenizer_len": len(tokenizer), "model_vocab_size": shape["vocab_size"], "num_parameters": n_params,
+            "corpus_texts": len(corpus_texts), "search_tags": list(SEARCH_TAGS)}
+    (out / "tiny_model.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    logger.info("saved model and tokenizer to %s", out)
+    return out
+
+
 def build_tiny_model(
     out_dir: str | Path,
     size: str = "tiny",
@@ -337,13 +458,19 @@ def build_tiny_model(
 def main(argv: Sequence[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(prog="python -m zerosearch.tiny", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="output folder (created if missing)")
-    parser.add_argument("--size", choices=sorted(SIZES), default="tiny", help="architecture preset")
+    parser.add_argument("--size", choices=sorted(SIZES), default=None, help="architecture preset (default tiny)")
+    parser.add_argument("--shape", default=None,
+                        help="a real model's shape instead of --size: a JSON file of Qwen2 config fields "
+                             "(configs/models/qwen2.5-0.5b.json, ...)")
+    parser.add_argument("--dtype", choices=SHAPE_DTYPES, default=None,
+                        help="weights dtype of a --shape build (default bfloat16; --size builds are float32)")
     parser.add_argument("--kind", choices=KINDS, default="policy", help="which prompts go into the default corpus")
     parser.add_argument("--corpus-file", nargs="+", default=None,
                         help="tokenizer corpus: .jsonl (string fields) or text (one text per line); "
                              "default: the QA and paragraph files under --data-dir")
     parser.add_argument("--data-dir", default=None, help="folder with qa/ and corpus/ (default: the repository's data/)")
-    parser.add_argument("--vocab-size", type=int, default=None, help="BPE vocabulary size (default: per size)")
+    parser.add_argument("--vocab-size", type=int, default=None,
+                        help=f"BPE vocabulary size (default: per size; {SHAPE_BPE_VOCAB} with --shape)")
     parser.add_argument("--seed", type=int, default=0, help="weight initialisation seed")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -354,7 +481,14 @@ def main(argv: Sequence[str] | None = None) -> Path:
             file_texts = read_corpus_file(path)
             logger.info("read %d texts from %s", len(file_texts), path)
             texts.extend(file_texts)
-    return build_tiny_model(args.out, args.size, texts, args.seed, args.vocab_size, args.kind, args.data_dir)
+    if args.shape and args.size:
+        parser.error("give --size or --shape, not both")
+    if args.dtype and not args.shape:
+        parser.error("--dtype applies to --shape builds only (--size presets are float32)")
+    if args.shape:
+        return build_shaped_model(args.out, args.shape, texts, args.seed, args.vocab_size or SHAPE_BPE_VOCAB,
+                                  args.dtype or "bfloat16", args.kind, args.data_dir)
+    return build_tiny_model(args.out, args.size or "tiny", texts, args.seed, args.vocab_size, args.kind, args.data_dir)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,11 @@ from benchmarks.common import (Measurement, Recorder, RowSpec, Target, format_nu
         (Target(">=", 5.0), None, False),
         (Target(">=", 5.0), float("nan"), False),
         (Target("<=", 0.1), float("inf"), False),
+        (Target("within", 0.75, 1.33), 0.75, True),
+        (Target("within", 0.75, 1.33), 1.33, True),
+        (Target("within", 0.75, 1.33), 0.7499, False),
+        (Target("within", 0.75, 1.33), 1.3301, False),
+        (Target("within", 0.75, 1.33), float("nan"), False),
         (Target("measured"), 0.37, True),
         (Target("measured"), None, False),
         (Target("measured"), float("nan"), False),
@@ -38,6 +43,18 @@ def test_target_rejects_bad_spec():
         Target("<=")
     with pytest.raises(ValueError, match="bound"):
         Target(">=", float("nan"))
+    with pytest.raises(ValueError, match="upper"):
+        Target("within", 1.0)
+    with pytest.raises(ValueError, match="upper"):
+        Target("within", 1.0, 0.5)
+
+
+def test_within_target_text_and_shortfall():
+    t = Target("within", 0.75, 1.33)
+    assert t.describe() == "0.75 – 1.33"
+    assert t.shortfall(1.0) is None
+    assert t.shortfall(1.5) == f"misses by {format_number(0.17)} (13%)"
+    assert t.shortfall(0.6) == f"misses by {format_number(0.15)} (20%)"
 
 
 def test_shortfall_says_by_how_much():
@@ -193,3 +210,11 @@ def test_loglog_slope():
     assert loglog_slope([1, 2, 4], [3, 4, 6]) == pytest.approx(0.5)
     with pytest.raises(ValueError):
         loglog_slope([2, 2], [1, 3])
+
+
+def test_plan_memory_row_takes_the_phase_farther_from_one():
+    from benchmarks.bench_plan_memory import worst_ratio
+
+    # |log 0.8| = 0.223 > |log 1.2| = 0.182: the under-prediction is the worse one
+    assert worst_ratio({"update": 1.2, "log-prob": 0.8}) == ("log-prob", 0.8)
+    assert worst_ratio({"update": 1.3, "log-prob": 0.8}) == ("update", 1.3)

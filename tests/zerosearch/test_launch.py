@@ -66,6 +66,8 @@ def test_every_key_reaches_its_hydra_key(model_dir, data_dir, tmp_path):
         "MAX_RESPONSE_LENGTH", "900", "MAX_NEW_TOKENS", "111", "NNODES", "2", "RAY_ADDRESS", "ray://head:10001",
         "SAVE_DIR", str(tmp_path / "ckpt"), "EXPERIMENT_NAME", "my run", "LOGGER", "console,wandb",
         "SAVE_FREQ", "10", "TEST_FREQ", "20", "SEED", "7",
+        # launcher-only keys of the memory plan (tests/zerosearch/test_launch_plan.py): no Hydra key
+        "GPU_MEMORY_GIB", "40", "PLAN_CHECK", "off",
     ]
     given = set(args[0::2])
     assert given == {k.name for k in KEYS}, "this test must set every key"

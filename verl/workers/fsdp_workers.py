@@ -37,6 +37,7 @@ from omegaconf import DictConfig
 
 from verl.protocol import DataProto
 from verl.single_controller.base import Dispatch, Worker, register
+from verl.utils.device_memory import PhasePeaks
 from verl.utils.distributed import all_reduce_mean, backend_for_device, device_of, init_distributed
 from verl.utils.fsdp_utils import (check_strategy, full_state_dict, is_fsdp, load_model_optimizer,
                                    save_model_optimizer, unwrap_model, wrap_model)
@@ -129,6 +130,7 @@ class _DistributedWorker(Worker):
         self.config = config
         self.device_name = str(config.trainer.device)
         backend_for_device(self.device_name)  # validates trainer.device
+        self._memory = PhasePeaks(self.device_name)  # peak GPU memory per phase (cuda only)
         if self.device_name == "cpu":
             torch.set_num_threads(cpu_threads_per_worker(config.trainer))
 
@@ -271,7 +273,8 @@ class ActorRolloutRefWorker(_DistributedWorker):
         rollout = self._require_rollout("sync_rollout_weights")
         if self.actor is None:
             raise RuntimeError(f"sync_rollout_weights: role {self.role!r} has no actor")
-        return rollout.sync_weights(named_weights(unwrap_model(self.actor_module))).metrics()
+        with self._memory.phase("weight sync"):
+            return rollout.sync_weights(named_weights(unwrap_model(self.actor_module))).metrics()
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def wake_rollout_kv_cache(self) -> None:
@@ -302,7 +305,8 @@ class ActorRolloutRefWorker(_DistributedWorker):
         if sampling.seed is not None:
             sampling = dataclasses.replace(sampling, seed=int(sampling.seed) + self.rank * len(data))
         prompts = [[int(t) for t in p] for p in data.non_tensor_batch["prompt_token_ids"]]
-        outputs = self.rollout.generate(prompts, sampling) if prompts else []
+        with self._memory.phase("rollout"):
+            outputs = self.rollout.generate(prompts, sampling) if prompts else []
         return DataProto.from_dict(non_tensors={
             "output_token_ids": [list(o.token_ids) for o in outputs],
             "output_log_probs": [list(o.log_probs) for o in outputs],
@@ -330,7 +334,8 @@ class ActorRolloutRefWorker(_DistributedWorker):
             raise RuntimeError(f"compute_log_prob: role {self.role!r} has no actor")
         data = self._log_prob_meta(data, self.cfg.rollout.log_prob_micro_batch_size_per_gpu,
                                    self.cfg.rollout.log_prob_max_token_len_per_gpu)
-        log_probs, entropy = self.actor.compute_log_prob(data, calculate_entropy=True)
+        with self._memory.phase("log-prob"):
+            log_probs, entropy = self.actor.compute_log_prob(data, calculate_entropy=True)
         return DataProto.from_dict({"old_log_probs": log_probs.cpu(), "entropys": entropy.cpu()})
 
     @register(dispatch_mode=Dispatch.DP_COMPUTE_PROTO)
@@ -340,7 +345,8 @@ class ActorRolloutRefWorker(_DistributedWorker):
             raise RuntimeError(f"compute_ref_log_prob: role {self.role!r} has no reference policy")
         data = self._log_prob_meta(data, self.cfg.ref.log_prob_micro_batch_size_per_gpu,
                                    self.cfg.ref.log_prob_max_token_len_per_gpu)
-        log_probs, _ = self.ref_policy.compute_log_prob(data, calculate_entropy=False)
+        with self._memory.phase("log-prob"):
+            log_probs, _ = self.ref_policy.compute_log_prob(data, calculate_entropy=False)
         return DataProto.from_dict({"ref_log_prob": log_probs.cpu()})
 
     # .................................................................. update
@@ -356,8 +362,14 @@ class ActorRolloutRefWorker(_DistributedWorker):
             raise RuntimeError(f"update_actor: role {self.role!r} has no actor")
         meta = {"temperature": float(self.cfg.rollout.temperature), **data.meta_info}
         data = DataProto(batch=data.batch, non_tensor_batch=data.non_tensor_batch, meta_info=meta)
-        metrics = all_reduce_mean(self.actor.update_policy(data), self.device)
+        with self._memory.phase("update"):
+            metrics = all_reduce_mean(self.actor.update_policy(data), self.device)
         return DataProto.from_dict(meta_info={"metrics": metrics})
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def memory_metrics(self) -> dict[str, float]:
+        """Peak GPU memory per phase since the last call (``verl.utils.device_memory``; empty off cuda)."""
+        return self._memory.pop_metrics()
 
     # .................................................................. checkpoints
     def _require_actor(self, what: str) -> DataParallelPPOActor:

@@ -25,6 +25,7 @@ from verl.trainer.ppo.compute import apply_kl_penalty, compute_advantage
 from verl.trainer.ppo.metric_utils import (compute_data_metrics, compute_throughput_metrics,
                                            compute_timing_metrics, marked_timer)
 from verl.utils.checkpoint import CheckpointManager, link_tree, load_trainer_state
+from verl.utils.device_memory import max_over_ranks
 from verl.utils.tracking import Tracking
 from verl.workers.rollout.base import GenerationOutput, SamplingConfig
 
@@ -352,5 +353,7 @@ class RayPPOTrainer:
 
         metrics.update(compute_data_metrics(batch, self.use_critic))
         metrics.update(compute_timing_metrics(timing))
+        if cfg.trainer.device == "cuda":  # peak GPU memory per phase, largest over ranks
+            metrics.update(max_over_ranks(self.actor_rollout_wg.memory_metrics()))
         metrics.update(compute_throughput_metrics(batch, timing["step"], self.n_devices))
         return metrics

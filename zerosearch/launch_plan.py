@@ -1,0 +1,76 @@
+"""The launcher's memory plan: compose the run's trainer config, read the model's config.json and
+print ``verl.utils.memory_plan``'s prediction per GPU and phase.
+
+``print_plan`` serves ``--plan`` (stdout; exit code 0 fits, 2 does not). ``check_before_run``
+runs before a real run starts the trainer: it prints the same plan on stderr and stops with exit
+code 2 when the run cannot fit, unless ``PLAN_CHECK off``. A model whose config.json the plan
+cannot read (an architecture other than the Qwen2 / Llama layout) is reported and, for a real
+run, not refused.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, TextIO
+
+from verl.utils.memory_plan import GIB, PlanError, read_model_shape, render_plan, settings_from_config
+from zerosearch.launch_keys import AUTO
+
+# What GPU_MEMORY_GIB auto means when DEVICE is cuda but no GPU is visible (planning on a laptop).
+DEFAULT_GPU_GIB = 80.0
+
+
+def device_memory_gib(settings: dict[str, Any]) -> float:
+    """GPU_MEMORY_GIB, or what the device offers: the first visible GPU's memory (80 GiB when no GPU
+    is visible) on cuda; the machine's RAM shared by its NUM_GPUS_PER_NODE workers on cpu."""
+    if settings["GPU_MEMORY_GIB"] != AUTO:
+        return float(settings["GPU_MEMORY_GIB"])
+    if settings["DEVICE"] == "cuda":
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_properties(0).total_memory / GIB
+        return DEFAULT_GPU_GIB
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return ram / GIB / settings["NUM_GPUS_PER_NODE"]
+
+
+def plan_text(plan) -> tuple[str, bool]:
+    """(the rendered plan, whether it fits) for a ``zerosearch.launch.LaunchPlan``."""
+    from verl.trainer.main_ppo import load_config
+
+    cfg = load_config(plan.overrides, plan.config_dir, plan.config_name)
+    model_path = str(cfg.actor_rollout_ref.model.path)
+    shape = read_model_shape(model_path)
+    settings = settings_from_config(cfg, device_memory_gib(plan.settings))
+    name = os.path.basename(model_path.rstrip("/")).removesuffix(".json").removesuffix("config").rstrip("/") or model_path
+    return render_plan(shape, settings, name)
+
+
+def print_plan(plan, out: TextIO | None = None) -> int:
+    """``--plan``: print the plan; 0 when it fits, 2 when it does not or cannot be made."""
+    out = out or sys.stdout
+    try:
+        text, fits = plan_text(plan)
+    except PlanError as err:
+        sys.stderr.write(f"zerosearch.launch: error: memory plan: {err}\n")
+        return 2
+    out.write(text)
+    return 0 if fits else 2
+
+
+def check_before_run(plan) -> None:
+    """Before the trainer starts: print the plan on stderr; exit 2 when it does not fit and PLAN_CHECK is on."""
+    try:
+        text, fits = plan_text(plan)
+    except PlanError as err:
+        sys.stderr.write(f"zerosearch.launch: memory plan skipped: {err}\n")
+        return
+    sys.stderr.write(text)
+    if not fits and plan.settings["PLAN_CHECK"] == "on":
+        sys.stderr.write("zerosearch.launch: error: the memory plan says this run does not fit; nothing was loaded. "
+                         "Change the key it names, or pass PLAN_CHECK off to run anyway.\n")
+        sys.stderr.flush()
+        raise SystemExit(2)
+    sys.stderr.flush()
