@@ -38,15 +38,17 @@ RL_STEPS = 20  # configs/demo.yaml rl.steps
 FIRST_LOSS_ABOVE = 6.0
 WARMSTART_LAST_LOSS_BELOW = 0.3
 SIMULATOR_LAST_LOSS_BELOW = 0.5
-# Held-out behaviour (greedy, real retrieval server, every test question). Measured on three runs
-# (docs/demo.md, "Across seeds"): searches per question 0.00-0.15 for the warm start, 0.91-1.16
-# after RL; EM lift over the warm start +0.065 to +0.396 (simulated and real search). The lift is
-# not reliably 0.20 (it moved from +0.26 to +0.10 for one seed when only float rounding changed), so
-# the test asserts what every run showed with room: RL makes the policy search, and it does not
-# lower held-out EM.
+# Held-out behaviour (greedy, real retrieval server, every test question). Measured on four runs
+# (docs/demo.md, "Across seeds"): searches per question 0.00-0.15 for the warm start, 0.91-1.17
+# after RL; EM lift over the warm start +0.036 to +0.396 per arm, +0.048 to +0.37 for the mean of
+# the two arms. The lift is not reliably 0.20 (it moved from +0.26 to +0.10 for one seed when only
+# float rounding changed; one arm's +0.036 has an interval that reaches below 0), so the test
+# asserts what every run showed with room: RL makes the policy search, lifts held-out EM on the
+# mean of the simulated- and real-search arms, and neither arm lowers it by more than noise.
 WARM_SEARCHES_BELOW = 0.8
 RL_SEARCHES_ABOVE = 0.8
-RL_EM_LIFT_ABOVE = 0.0
+RL_MEAN_EM_LIFT_ABOVE = 0.0
+RL_ARM_EM_DROP_BELOW = 0.02
 SCRIPTED_EM_ABOVE = 0.9  # the scripted reader: 1.000 on every seed
 MAJORITY_EM_BELOW = 0.15  # the majority answer per kind: ~0.04
 
@@ -128,9 +130,12 @@ def test_rl_teaches_searching_and_lifts_held_out_em(demo_run):
     results = json.loads((out / "results.json").read_text())
     warm = results["warm_start"]
     assert warm["searches_per_question"] < WARM_SEARCHES_BELOW, warm
+    lifts = []
     for row in ("sim_trained", "real_trained"):
         assert results[row]["searches_per_question"] > RL_SEARCHES_ABOVE, (row, results[row])
-        assert results[row]["em"] > warm["em"] + RL_EM_LIFT_ABOVE, (row, results[row], warm)
+        lifts.append(results[row]["em"] - warm["em"])
+        assert lifts[-1] > -RL_ARM_EM_DROP_BELOW, (row, results[row], warm)
+    assert sum(lifts) / len(lifts) > RL_MEAN_EM_LIFT_ABOVE, (lifts, warm)
 
 
 def test_baselines_bracket_the_policies(demo_run):
