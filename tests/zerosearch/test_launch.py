@@ -25,15 +25,6 @@ def model_dir(tmp_path):
     return d
 
 
-@pytest.fixture()
-def data_dir(tmp_path):
-    d = tmp_path / "ZeroSearch_dataset"
-    d.mkdir()
-    (d / "train.parquet").write_bytes(b"")
-    (d / "test.parquet").write_bytes(b"")
-    return d
-
-
 def base_args(model_dir, data_dir, device="cpu"):
     return ["MODEL_PATH", str(model_dir), "DATA_PATH", str(data_dir), "DEVICE", device]
 

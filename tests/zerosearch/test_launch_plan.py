@@ -73,15 +73,6 @@ def test_plan_from_a_config_file_and_bad_configs(tmp_path, capsys):
 
 
 @pytest.fixture()
-def data_dir(tmp_path):
-    d = tmp_path / "data"
-    d.mkdir()
-    (d / "train.parquet").write_bytes(b"")
-    (d / "test.parquet").write_bytes(b"")
-    return d
-
-
-@pytest.fixture()
 def exec_calls(monkeypatch):
     calls = []
     monkeypatch.setattr(launch.os, "execvpe", lambda *args: calls.append(args))
