@@ -7,6 +7,10 @@ Strategies:
 - ``ddp``: ``DistributedDataParallel`` (replicated weights, all-reduced gradients).
 - ``none``: the bare module; only valid with one process.
 
+Loading under FSDP over several ranks: only rank 0 reads the weights; the other ranks build the
+model on the meta device, every rank shards it, and ``fill_from_rank0`` broadcasts rank 0's full
+state dict into the shards (see ``loads_on_rank0_only``).
+
 Checkpoints of model + optimizer go through ``torch.distributed.checkpoint`` (DCP): every rank
 writes its own ``__<rank>_0.distcp`` file (its shard under FSDP), and the checkpoint can be
 loaded again with the same or another world size.
@@ -79,6 +83,81 @@ def wrap_model(module: torch.nn.Module, strategy: str, device: str, *, world_siz
         device_ids = [torch.cuda.current_device()] if device == "cuda" else None
         return DDP(module, device_ids=device_ids)
     return module
+
+
+def loads_on_rank0_only(strategy: str, world_size: int) -> bool:
+    """Whether only rank 0 reads a model's weights from disk: FSDP over more than one rank. The
+    other ranks build the model on the meta device, and ``fill_from_rank0`` gives every rank its
+    shards of rank 0's weights after ``wrap_model``; so one host copy of the full model exists, not
+    one per rank."""
+    return strategy == "fsdp" and world_size > 1
+
+
+def _non_persistent_buffers(module: torch.nn.Module) -> list[tuple[str, torch.nn.Module, str]]:
+    """(full name, owning module, attribute) of every buffer that the state dict leaves out, in
+    module order (the same on every rank)."""
+    found = []
+    for prefix, sub in module.named_modules():
+        for name in sorted(sub._non_persistent_buffers_set):
+            if sub._buffers.get(name) is not None:
+                found.append((f"{prefix}.{name}" if prefix else name, sub, name))
+    return found
+
+
+def _tied_parameters(module: torch.nn.Module) -> list[list[str]]:
+    """Groups of parameter names that share one Parameter object (tied embeddings), sorted."""
+    names: dict[int, list[str]] = {}
+    for prefix, sub in module.named_modules():
+        for name, param in sub._parameters.items():
+            if param is not None:
+                names.setdefault(id(param), []).append(f"{prefix}.{name}" if prefix else name)
+    return sorted(sorted(group) for group in names.values() if len(group) > 1)
+
+
+def fill_from_rank0(module: torch.nn.Module, full_state: Optional[dict[str, torch.Tensor]],
+                    device: str, *, cpu_offload: bool = False) -> None:
+    """Give an FSDP2 module rank 0's weights on every rank. Collective.
+
+    module: the output of ``wrap_model(..., strategy="fsdp")`` of the same model class and config
+    on every rank: on rank 0 built with real weights, elsewhere on the meta device.
+    full_state: on rank 0 that model's full ``state_dict()`` taken before ``wrap_model`` (it holds
+    the only full copy); None on the other ranks.
+    device / cpu_offload: as given to ``wrap_model``. Shards are materialised where FSDP keeps them
+    (the CPU under cuda CPU offload, else ``device``), buffers on ``device``.
+
+    Steps: ranks other than 0 allocate empty storage for their shards and buffers (``to_empty``);
+    ``set_model_state_dict(..., broadcast_from_rank0=True)`` sends every parameter and persistent
+    buffer from rank 0, each rank keeping its own shard; the non-persistent buffers (e.g. rotary
+    ``inv_freq``), which no state dict holds, are broadcast one by one after a check that every rank
+    has the same names, shapes and dtypes. Tied parameters must still be tied afterwards (checked).
+    """
+    rank = dist.get_rank()
+    if (full_state is None) != (rank != 0):
+        raise ValueError(f"fill_from_rank0: rank {rank} must pass "
+                         f"{'its full state dict' if rank == 0 else 'full_state=None'}")
+    if not is_fsdp(module):
+        raise ValueError(f"fill_from_rank0: {type(module).__name__} is not FSDP2-sharded (call wrap_model first)")
+    tied = _tied_parameters(module)
+    if rank != 0:
+        module.to_empty(device="cpu" if (cpu_offload and device == "cuda") else device)
+        for sub in module.modules():  # FSDP keeps buffers on the compute device, offload or not
+            for name, buf in sub._buffers.items():
+                if buf is not None and buf.device.type != torch.device(device).type:
+                    sub._buffers[name] = buf.to(device)
+    set_model_state_dict(module, full_state if rank == 0 else {},
+                         options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    buffers = _non_persistent_buffers(module)
+    layout = [(name, tuple(sub._buffers[attr].shape), str(sub._buffers[attr].dtype)) for name, sub, attr in buffers]
+    layouts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(layouts, layout)
+    if any(other != layouts[0] for other in layouts):
+        raise RuntimeError(f"fill_from_rank0: non-persistent buffers differ between ranks: rank 0 has "
+                           f"{layouts[0]}, rank {rank} has {layout}")
+    for _, sub, attr in buffers:
+        dist.broadcast(sub._buffers[attr], src=0)
+    if _tied_parameters(module) != tied:
+        raise RuntimeError(f"fill_from_rank0: tied parameters {tied} came apart while materialising "
+                           f"(now {_tied_parameters(module)})")
 
 
 def unwrap_model(module: torch.nn.Module) -> torch.nn.Module:

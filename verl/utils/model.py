@@ -78,30 +78,45 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
     return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
 
 
+def _on_meta(model_cls, config, dtype: torch.dtype, attn_implementation: str,
+             trust_remote_code: bool) -> torch.nn.Module:
+    """``model_cls`` of ``config`` with every parameter and buffer on the meta device (no storage)."""
+    with torch.device("meta"):
+        return model_cls.from_config(config, dtype=dtype, attn_implementation=attn_implementation,
+                                     trust_remote_code=trust_remote_code)
+
+
 def load_causal_lm(path: str, dtype: torch.dtype, attn_implementation: str = "sdpa",
-                   trust_remote_code: bool = False) -> torch.nn.Module:
+                   trust_remote_code: bool = False, meta: bool = False) -> torch.nn.Module:
     """``AutoModelForCausalLM`` from ``path`` in ``dtype`` (on cpu; the caller moves or shards it).
 
     ``attn_implementation`` ``auto`` is resolved for a cuda device when cuda is available, else cpu.
+    meta: build the model of ``path``'s config on the meta device instead, reading no weights
+    (``verl.utils.fsdp_utils.fill_from_rank0`` gives it rank 0's weights after sharding).
     """
     if attn_implementation == "auto":
         attn_implementation = check_attn_implementation("auto", "cuda" if torch.cuda.is_available() else "cpu", dtype)
+    if meta:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        return _on_meta(AutoModelForCausalLM, config, dtype, attn_implementation, trust_remote_code)
     return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn_implementation,
                                                 trust_remote_code=trust_remote_code)
 
 
 def load_value_model(path: str, dtype: torch.dtype, attn_implementation: str = "sdpa",
-                     trust_remote_code: bool = False) -> torch.nn.Module:
+                     trust_remote_code: bool = False, meta: bool = False) -> torch.nn.Module:
     """A value model: the LM body of ``path`` with a fresh scalar head (``num_labels=1``).
 
     Uses ``AutoModelForTokenClassification`` (for Qwen2: ``Qwen2ForTokenClassification``, whose
     body weights load from a causal-LM folder; ``lm_head`` is dropped and ``score`` is new).
     The head's dropout is set to 0 so that values are deterministic in training mode.
-    Output: ``.logits`` of shape (B, T, 1).
+    Output: ``.logits`` of shape (B, T, 1). meta: as in ``load_causal_lm``.
     """
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     config.num_labels = 1
     config.classifier_dropout = 0.0
+    if meta:
+        return _on_meta(AutoModelForTokenClassification, config, dtype, attn_implementation, trust_remote_code)
     return AutoModelForTokenClassification.from_pretrained(path, config=config, dtype=dtype,
                                                            attn_implementation=attn_implementation,
                                                            trust_remote_code=trust_remote_code)

@@ -12,7 +12,9 @@
 Both take the whole trainer config and are device-agnostic: ``trainer.device`` cuda uses nccl
 (with gloo for CPU tensors), cpu uses gloo; each worker creates its process group in ``init_model``. Strategy
 (``actor.strategy`` / ``critic.strategy``): ``fsdp`` = FSDP2 (on cpu+gloo too), ``ddp``, or
-``none`` (one process); see ``verl/utils/fsdp_utils.py``.
+``none`` (one process); see ``verl/utils/fsdp_utils.py``. Under ``fsdp`` with several ranks only
+rank 0 reads a model's weights from disk (the others build it on the meta device and receive their
+shards from rank 0), so a node holds one full host copy of each model, not one per rank.
 
 Checkpoint folder (``save_checkpoint(path)``; the trainer makes it atomic and keeps the last N):
   path/model_optim/            DCP files, one ``__<rank>_0.distcp`` per rank + ``.metadata``
@@ -39,8 +41,8 @@ from verl.protocol import DataProto
 from verl.single_controller.base import Dispatch, Worker, register
 from verl.utils.device_memory import PhasePeaks
 from verl.utils.distributed import all_reduce_mean, backend_for_device, device_of, init_distributed
-from verl.utils.fsdp_utils import (check_strategy, full_state_dict, is_fsdp, load_model_optimizer,
-                                   save_model_optimizer, unwrap_model, wrap_model)
+from verl.utils.fsdp_utils import (check_strategy, fill_from_rank0, full_state_dict, is_fsdp, load_model_optimizer,
+                                   loads_on_rank0_only, save_model_optimizer, unwrap_model, wrap_model)
 from verl.utils.model import (check_attn_implementation, load_causal_lm, load_tokenizer, load_value_model,
                               torch_dtype)
 from verl.utils.optim import build_lr_scheduler, build_optimizer
@@ -156,6 +158,29 @@ class _DistributedWorker(Worker):
             return torch.float32, dtype  # fp32 master weights, low-precision compute
         return dtype, None
 
+    def _load_and_wrap(self, load, strategy: str, fsdp_cfg: DictConfig, *, prepare=None, trainable: bool = True,
+                       mixed_precision_dtype: Optional[torch.dtype] = None) -> torch.nn.Module:
+        """Load a model (``load(meta=...)``), ``prepare`` it (e.g. gradient checkpointing) and wrap it.
+
+        Under FSDP over several ranks only rank 0 reads the weights: the others build the model on
+        the meta device, and after sharding every rank receives its shards from rank 0
+        (``fill_from_rank0``), so the host holds one full copy instead of one per rank. Otherwise
+        every rank loads the weights itself.
+        """
+        from_rank0 = loads_on_rank0_only(strategy, self.world_size)
+        module = load(meta=from_rank0 and self.rank != 0)
+        full_state = module.state_dict() if from_rank0 and self.rank == 0 else None
+        if prepare is not None:
+            prepare(module)
+        cpu_offload = _fsdp_offload(fsdp_cfg)
+        module = wrap_model(module, strategy, self.device_name, world_size=self.world_size, trainable=trainable,
+                            mixed_precision_dtype=mixed_precision_dtype,
+                            reshard_after_forward=bool(fsdp_cfg.reshard_after_forward), cpu_offload=cpu_offload)
+        if from_rank0:
+            fill_from_rank0(module, full_state, self.device_name, cpu_offload=cpu_offload)
+            del full_state
+        return module
+
 
 # ---------------------------------------------------------------------- actor / rollout / ref
 class ActorRolloutRefWorker(_DistributedWorker):
@@ -190,17 +215,22 @@ class ActorRolloutRefWorker(_DistributedWorker):
         # the frozen reference needs no float32 master copy: it is loaded in its compute dtype
         load_dtype, mp_dtype = self._load_dtype(strategy, model_cfg) if trainable else (compute_dtype, None)
         attn = check_attn_implementation(model_cfg.attn_implementation, self.device_name, compute_dtype)
-        module = load_causal_lm(model_cfg.path, load_dtype, attn, bool(model_cfg.trust_remote_code))
-        if trainable and model_cfg.enable_gradient_checkpointing:
-            module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+        def load(meta: bool) -> torch.nn.Module:
+            return load_causal_lm(model_cfg.path, load_dtype, attn, bool(model_cfg.trust_remote_code), meta=meta)
+
+        def prepare(module: torch.nn.Module) -> None:
+            if trainable and model_cfg.enable_gradient_checkpointing:
+                module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if not trainable:
+                module.requires_grad_(False)
+                module.eval()
+
         if not trainable:
-            module.requires_grad_(False)
-            module.eval()
             # a frozen module needs no gradient sync: shard it under fsdp, else keep a plain copy
             strategy = "fsdp" if strategy == "fsdp" else "ddp"
-        return wrap_model(module, strategy, self.device_name, world_size=self.world_size, trainable=trainable,
-                          mixed_precision_dtype=mp_dtype, reshard_after_forward=bool(fsdp_cfg.reshard_after_forward),
-                          cpu_offload=_fsdp_offload(fsdp_cfg))
+        return self._load_and_wrap(load, strategy, fsdp_cfg, prepare=prepare, trainable=trainable,
+                                   mixed_precision_dtype=mp_dtype)
 
     def _build_rollout(self) -> None:
         rollout_cfg = self.cfg.rollout
@@ -448,14 +478,16 @@ class CriticWorker(_DistributedWorker):
         strategy = check_strategy(self.cfg.strategy, self.world_size)
         load_dtype, mp_dtype = self._load_dtype(strategy, model_cfg)
         attn = check_attn_implementation(model_cfg.attn_implementation, self.device_name, torch_dtype(model_cfg.dtype))
-        module = load_value_model(model_cfg.path, load_dtype, attn, bool(model_cfg.trust_remote_code))
-        if model_cfg.enable_gradient_checkpointing:
-            module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        fsdp_cfg = self.cfg.fsdp_config
-        self.critic_module = wrap_model(module, strategy, self.device_name, world_size=self.world_size,
-                                        mixed_precision_dtype=mp_dtype,
-                                        reshard_after_forward=bool(fsdp_cfg.reshard_after_forward),
-                                        cpu_offload=_fsdp_offload(fsdp_cfg))
+
+        def load(meta: bool) -> torch.nn.Module:
+            return load_value_model(model_cfg.path, load_dtype, attn, bool(model_cfg.trust_remote_code), meta=meta)
+
+        def prepare(module: torch.nn.Module) -> None:
+            if model_cfg.enable_gradient_checkpointing:
+                module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+        self.critic_module = self._load_and_wrap(load, strategy, self.cfg.fsdp_config, prepare=prepare,
+                                                 mixed_precision_dtype=mp_dtype)
         optimizer = build_optimizer(self.critic_module.parameters(), self.cfg.optim, "critic.optim")
         scheduler = build_lr_scheduler(optimizer, self.cfg.optim, "critic.optim")
         self.critic = DataParallelPPOCritic(self.cfg, self.critic_module, optimizer, scheduler,
