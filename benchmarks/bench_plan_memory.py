@@ -1,4 +1,4 @@
-"""Row 7, the memory plan against a measurement: plan ÷ measured peak memory of the update and
+"""Row 9, the memory plan against a measurement: plan ÷ measured peak memory of the update and
 log-prob phases, a ~100M model on CPU.
 
 The launcher's settings for a CPU GRPO run (``zerosearch.launch``: FSDP on one gloo rank, gradient

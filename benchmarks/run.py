@@ -36,6 +36,7 @@ MODULES: tuple[tuple[str, int], ...] = (
     ("bench_memory", 300),
     ("bench_weight_sync", 420),
     ("bench_plan_memory", 360),
+    ("bench_logprob_memory", 180),
 )
 # Building the shared models and data (benchmarks/prepare.py) before the rows, at most this long.
 PREPARE_LIMIT_S = 360

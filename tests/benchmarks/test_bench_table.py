@@ -218,3 +218,20 @@ def test_plan_memory_row_takes_the_phase_farther_from_one():
     # |log 0.8| = 0.223 > |log 1.2| = 0.182: the under-prediction is the worse one
     assert worst_ratio({"update": 1.2, "log-prob": 0.8}) == ("log-prob", 0.8)
     assert worst_ratio({"update": 1.3, "log-prob": 0.8}) == ("update", 1.3)
+
+
+def test_logprob_memory_row_compares_two_ways_of_the_same_numbers():
+    """Row 10 divides the chunked path's memory by the plain one's: both must compute the same
+    log-probs and entropy (float64 reference: log_softmax of the tempered logits)."""
+    import torch
+
+    from benchmarks.bench_logprob_memory import chunked_log_probs_and_entropy, plain_log_probs_and_entropy
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(7, 50, generator=gen) * 3  # float32, as the row runs it
+    labels = torch.randint(0, 50, (7,), generator=gen)
+    ref = torch.log_softmax(logits.double() / 0.7, -1)
+    ref_lp, ref_ent = ref.gather(-1, labels[:, None]).squeeze(-1), -(ref.exp() * ref).sum(-1)
+    for lp, ent in (plain_log_probs_and_entropy(logits.clone(), labels, 0.7),
+                    chunked_log_probs_and_entropy(logits.clone(), labels, 0.7)):
+        assert torch.allclose(lp.double(), ref_lp, atol=1e-5) and torch.allclose(ent.double(), ref_ent, atol=1e-5)

@@ -143,3 +143,9 @@ def test_bad_config_names_the_file_and_key(tmp_path):
         mp.read_model_shape(str(tmp_path))
     with pytest.raises(mp.PlanError, match="model folder with config.json"):
         mp.read_model_shape(str(tmp_path / "nowhere"))
+
+
+def test_the_plan_chunks_logits_as_the_code_does():
+    from verl.utils.chunked_logprob import DEFAULT_CHUNK_SIZE
+
+    assert mp.DEFAULT_LOGITS_CHUNK == DEFAULT_CHUNK_SIZE

@@ -21,7 +21,8 @@ from typing import Optional
 
 import torch
 
-DEFAULT_CHUNK_SIZE = 1024
+# Positions per chunk: each float32 temporary is chunk x V (512 x 151,936 x 4 B = 0.29 GiB).
+DEFAULT_CHUNK_SIZE = 512
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -46,7 +47,7 @@ class _ChunkedLogProbEntropy(torch.autograd.Function):
             peak[s:s + chunk_size], lse[s:s + chunk_size] = m, lse_c
             log_probs[s:s + chunk_size] = y.gather(-1, labels[s:s + chunk_size, None]).squeeze(-1) - lse_c
             if with_entropy:
-                p = torch.exp(y - lse_c[:, None])
+                p = (y - lse_c[:, None]).exp_()
                 entropy[s:s + chunk_size] = lse_c - torch.linalg.vecdot(p, y)
         ctx.save_for_backward(logits, labels, peak, lse, entropy)
         ctx.chunk_size = chunk_size
@@ -61,7 +62,7 @@ class _ChunkedLogProbEntropy(torch.autograd.Function):
         for s in range(0, logits.shape[0], chunk_size):
             y = logits[s:s + chunk_size].to(lse.dtype) - peak[s:s + chunk_size, None]
             lse_c = lse[s:s + chunk_size, None]
-            p = torch.exp(y - lse_c)
+            p = (y - lse_c).exp_()
             g = torch.zeros_like(p)
             if use_entropy:
                 mean_y = lse_c - entropy[s:s + chunk_size, None]  # sum(p * y) = lse - entropy

@@ -73,7 +73,7 @@ INFER_ACT_H, INFER_ACT_I = 4, 3
 # float32 logits-sized working copies per chunk: upcast + exp/softmax (+ the gradient in the update).
 LOGPROB_WORK_COPIES, UPDATE_WORK_COPIES = 2, 3
 DEFAULT_SYNC_BUCKET_MB = 512
-DEFAULT_LOGITS_CHUNK = 1024
+DEFAULT_LOGITS_CHUNK = 512  # verl.utils.chunked_logprob.DEFAULT_CHUNK_SIZE (a test keeps them equal)
 DTYPE_BYTES = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2, "half": 2, "float": 4}
 # Config keys read when present (added by newer versions of the trainer config), first found wins.
 OPTIONAL_KEYS = {
