@@ -12,21 +12,26 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, TextIO
+from typing import Any, Optional, TextIO
 
 from verl.utils.memory_plan import GIB, PlanError, read_model_shape, render_plan, settings_from_config
+from zerosearch import gpu_occupants
 from zerosearch.launch_keys import AUTO
 
 # What GPU_MEMORY_GIB auto means when DEVICE is cuda but no GPU is visible (planning on a laptop).
 DEFAULT_GPU_GIB = 80.0
 
 
-def device_memory_gib(settings: dict[str, Any]) -> float:
-    """GPU_MEMORY_GIB, or what the device offers: the first visible GPU's memory (80 GiB when no GPU
-    is visible) on cuda; the machine's RAM shared by its NUM_GPUS_PER_NODE workers on cpu."""
+def device_memory_gib(settings: dict[str, Any], gpus: Optional[list] = None) -> float:
+    """GPU_MEMORY_GIB, or what the device offers: on cuda the least free memory among the trainer's
+    GPUs when ``gpus`` (``zerosearch.gpu_occupants.query``) says, else the first visible GPU's
+    memory (80 GiB when no GPU is visible); the machine's RAM shared by its NUM_GPUS_PER_NODE
+    workers on cpu."""
     if settings["GPU_MEMORY_GIB"] != AUTO:
         return float(settings["GPU_MEMORY_GIB"])
     if settings["DEVICE"] == "cuda":
+        if gpus:
+            return min(g.free_bytes for g in gpus) / GIB
         import torch
 
         if torch.cuda.is_available():
@@ -43,9 +48,19 @@ def plan_text(plan) -> tuple[str, bool]:
     cfg = load_config(plan.overrides, plan.config_dir, plan.config_name)
     model_path = str(cfg.actor_rollout_ref.model.path)
     shape = read_model_shape(model_path)
-    settings = settings_from_config(cfg, device_memory_gib(plan.settings))
+    gpus = (gpu_occupants.query(os.environ.get("CUDA_VISIBLE_DEVICES"), int(plan.settings["NUM_GPUS_PER_NODE"]))
+            if plan.settings["DEVICE"] == "cuda" else None)
+    settings = settings_from_config(cfg, device_memory_gib(plan.settings, gpus))
     name = os.path.basename(model_path.rstrip("/")).removesuffix(".json").removesuffix("config").rstrip("/") or model_path
-    return render_plan(shape, settings, name)
+    text, fits = render_plan(shape, settings, name)
+    held = gpu_occupants.describe(gpus or [])
+    if held:
+        counted = ("the plan counts with the least free memory" if plan.settings["GPU_MEMORY_GIB"] == AUTO
+                   else "GPU_MEMORY_GIB is set, so the plan does not count with them")
+        text = "".join(f"plan: {line}\n" for line in held) + (
+            f"plan: other processes hold the trainer's GPUs ({counted}); if one is the simulation server, "
+            "give it and the trainer different GPUs with CUDA_VISIBLE_DEVICES\n") + text
+    return text, fits
 
 
 def print_plan(plan, out: TextIO | None = None) -> int:
