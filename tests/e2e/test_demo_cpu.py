@@ -38,7 +38,7 @@ RL_STEPS = 20  # configs/demo.yaml rl.steps
 FIRST_LOSS_ABOVE = 6.0
 WARMSTART_LAST_LOSS_BELOW = 0.3
 SIMULATOR_LAST_LOSS_BELOW = 0.5
-# Held-out behaviour (greedy, real retrieval server, every test question). Measured on four runs
+# Held-out behaviour (greedy, real retrieval server, every test question). Measured on five runs
 # (docs/demo.md, "Across seeds"): searches per question 0.00-0.15 for the warm start, 0.91-1.17
 # after RL; EM lift over the warm start +0.036 to +0.396 per arm, +0.048 to +0.37 for the mean of
 # the two arms. The lift is not reliably 0.20 (it moved from +0.26 to +0.10 for one seed when only
