@@ -6,7 +6,7 @@ at once, so the ideal turn of ``QUERIES`` queries takes ``ceil(QUERIES / CAPACIT
 
 - ours: ``SimulationSearchTool`` (one pooled ``aiohttp.ClientSession``, ``concurrency = CAPACITY``), timed
   on warm turns (the trainer reuses the tool's pool turn after turn), median of ``OUR_TURNS``;
-- the original scheme (spec §4.1 / defect 13): ``ThreadPoolExecutor(10)``, a new ``openai.OpenAI``
+- the original release's scheme: ``ThreadPoolExecutor(10)``, a new ``openai.OpenAI``
   client per request, ``max_tokens=600``, no stop strings, the empty system message and the
   content-part user message, then its post-processing; one turn (it is 32x slower).
 

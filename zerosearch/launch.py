@@ -232,7 +232,7 @@ def _unless_auto(s: dict[str, Any], key: str, hydra_key: str) -> list[tuple[str,
 
 
 def _shared_overrides(s: dict[str, Any]) -> list[tuple[str, Any]]:
-    """Settings common to the three algorithms (spec §2.2), as (Hydra key, value)."""
+    """Settings common to the three algorithms (as the original release's scripts set them), as (Hydra key, value)."""
     cuda = s["DEVICE"] == "cuda"
     return [
         # Data.
@@ -250,7 +250,7 @@ def _shared_overrides(s: dict[str, Any]) -> list[tuple[str, Any]]:
         # (verl/trainer/config/device/), overridden only by the keys below that are not auto.
         # Actor.
         ("actor_rollout_ref.actor.optim.lr", 1e-6),
-        # Defect 15 fixed: the original mini-batch (256) did not divide a step's 320 trajectories,
+        # The original mini-batch (256) did not divide a step's 320 trajectories,
         # giving one update on 256 and one on 64 (loss still divided as if full). By default
         # (PPO_MINI_BATCH_SIZE auto) one mini-batch is the whole step, so each step is exactly one
         # even optimizer update; a smaller value must divide the step. The critic's interpolates it.
@@ -302,7 +302,7 @@ def _shared_overrides(s: dict[str, Any]) -> list[tuple[str, Any]]:
         ("trainer.default_local_dir", os.path.join(s["SAVE_DIR"], s["EXPERIMENT_NAME"])),
         ("trainer.logger", s["LOGGER"]),
         ("trainer.save_freq", s["SAVE_FREQ"]),
-        # Defect 25: the released scripts set test_freq=300 with 203 steps, so they never validated
+        # The released scripts set test_freq=300 with 203 steps, so they never validated
         # (and the paper-era ones paid for Google calls every 50 steps). The default here says
         # "never" openly; evaluation is its own command.
         ("trainer.test_freq", s["TEST_FREQ"]),
@@ -315,7 +315,7 @@ def _shared_overrides(s: dict[str, Any]) -> list[tuple[str, Any]]:
 
 
 def algorithm_overrides(algo: str, s: dict[str, Any]) -> list[tuple[str, Any]]:
-    """Per-algorithm settings of the original scripts (spec §2.2), as (Hydra key, value)."""
+    """Per-algorithm settings of the original release's scripts, as (Hydra key, value)."""
     if algo in ("grpo", "reinforce"):
         return [
             ("algorithm.adv_estimator", algo),
@@ -323,7 +323,7 @@ def algorithm_overrides(algo: str, s: dict[str, Any]) -> list[tuple[str, Any]]:
             # linearly for 192 of the 203 steps, so the run barely trains at the full rate.
             ("actor_rollout_ref.actor.optim.lr_warmup_steps_ratio", 0.95),
             # KL(actor || ref) as a loss term, low_var_kl, coefficient 0.001. The original subtracted
-            # it (a KL bonus, defect 2); the engine adds it, the standard choice.
+            # it (a KL bonus); the engine adds it, the standard choice.
             ("actor_rollout_ref.actor.use_kl_loss", True),
             ("actor_rollout_ref.actor.kl_loss_coef", 0.001),
             ("actor_rollout_ref.actor.kl_loss_type", "low_var_kl"),

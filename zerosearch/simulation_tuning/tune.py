@@ -6,7 +6,7 @@ same run as a shell command. The trainer writes resumable checkpoints under ``ou
 (re-running the same command resumes) and the Hugging Face folder ``out_dir/huggingface``, which
 ``scripts/launch_simulation_server.sh`` serves as is (``serve_command``).
 
-GPU recipe (the paper's settings, spec section 8: learning rate 1e-6, batch size 2, 1,000 steps,
+GPU recipe (the paper's settings: learning rate 1e-6, batch size 2, 1,000 steps,
 balanced useful/noisy rows; backbones Qwen2.5-3B/7B/14B-Instruct). The trainer is one process on
 one GPU, AdamW with float32 state:
 

@@ -42,7 +42,8 @@ MALFORMED_LOG_EVERY = 100
 
 @dataclass
 class SearchRequest:
-    """One query, carrying its own row's context (never another row's: spec defect 1).
+    """One query, carrying its own row's context (the original release gave a query the context of
+    the k-th row of its batch, often another row's).
 
     Attributes:
         query: the text the policy wrote between ``<search>`` and ``</search>``.
