@@ -5,8 +5,10 @@
 #
 # Usage: bash scripts/gpu_smoke.sh [KEY VALUE ...]
 #   SHAPES     model shapes from configs/models, built offline with random weights (default "0.5b 3b")
-#   RUN_7B     0 (default) or 1: also the 7B shape, with the rollout engine asleep during the update
-#              (see the SWITCH below); only when the GPUs have >= 70 GiB for the trainer
+#   RUN_7B     1 (default) or 0: also the 7B shape, when the GPUs have >= 70 GiB for the trainer (its
+#              rollout engine sleeps outside the rollout, as every cuda run's does; its CPU-offloaded
+#              fp32 weights, gradients and AdamW states need about 39 GiB of host memory per GPU on
+#              4 GPUs, 156 GiB on one: the plan prints it)
 #   STEPS      training steps per shape (default 2)
 #   TURNS      search rounds per trajectory, MAX_TURNS (default 2, the paper-era scripts)
 #   SIMULATOR  simulation model folder (default: build the small tiny simulation model offline)
@@ -23,14 +25,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [ -x "$ROOT/.venv/bin/python" ]; then PY="$ROOT/.venv/bin/python"; else PY=python3; fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
-# ---- SWITCH (7B): off by default. A 7B policy should run with the vLLM rollout engine asleep (KV
-# cache and weights freed) during log-prob and update passes, and on few GPUs its CPU-offloaded
-# fp32 weights, gradients and AdamW states need about 156 GiB of host memory per GPU (the plan
-# prints it). Once the rollout honours free_cache_engine, set RUN_7B=1 here (or pass RUN_7B 1);
-# SLEEP_7B are the overrides that turn sleep on for it.
-RUN_7B=0
-SLEEP_7B=(actor_rollout_ref.rollout.free_cache_engine=true)
-
+RUN_7B=1
 SHAPES="0.5b 3b" STEPS=2 TURNS=2 SIMULATOR="" SIM_SHARE=0.1 PORT=6001 OUT="$ROOT/outputs/gpu_smoke"
 VALID="SHAPES RUN_7B STEPS TURNS SIMULATOR SIM_SHARE PORT OUT"
 while [[ $# -gt 0 ]]; do
@@ -80,10 +75,9 @@ trap cleanup EXIT
 bash "$ROOT/scripts/launch_simulation_server.sh" "$SIMULATOR" ENGINE vllm PORT "$PORT" LOG_DIR "$OUT/logs" \
     GPU_MEMORY_UTILIZATION "$SIM_SHARE"
 
-# What the cuda device profile sets (bf16 actor/reference/rollout, token-budget micro-batches),
-# given explicitly so that the smoke measures that setup whatever the defaults are.
-PROFILE=(actor_rollout_ref.model.dtype=bfloat16 actor_rollout_ref.rollout.dtype=bfloat16
-         actor_rollout_ref.actor.use_dynamic_bsz=true actor_rollout_ref.actor.ppo_max_token_len_per_gpu=16384)
+# The trainer runs with the cuda device profile's defaults (verl/trainer/config/device/cuda.yaml:
+# bf16 actor, reference and rollout, token-budget micro-batches, the engine asleep outside the
+# rollout): the smoke measures what a user's run gets.
 failed=0
 for S in $SHAPES; do
     POLICY="$OUT/models/qwen2.5-$S"
@@ -93,8 +87,7 @@ for S in $SHAPES; do
           MAX_NEW_TOKENS 500 TOTAL_STEPS "$STEPS" SEARCH_MODE simulate_sft IP 127.0.0.1 PORT "$PORT"
           SIM_MODEL_NAME simulation SAVE_DIR "$OUT/ckpt" EXPERIMENT_NAME "smoke-$S" SAVE_FREQ -1
           LOGGER console,jsonl GPU_MEMORY_GIB "$CAP")
-    EXTRA=(trainer.resume_mode=disable "${PROFILE[@]}")
-    [[ "$S" == 7b ]] && EXTRA+=("${SLEEP_7B[@]}")
+    EXTRA=(trainer.resume_mode=disable)
     echo "gpu_smoke: --- $S: memory plan"
     if ! bash "$ROOT/train_grpo.sh" --plan "${ARGS[@]}" -- "${EXTRA[@]}" | tee "$OUT/plan-$S.txt"; then
         { echo "### $S"; echo; echo "refused by the memory plan: $(tail -n 1 "$OUT/plan-$S.txt")"; echo; } >> "$TABLE"
