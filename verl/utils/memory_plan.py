@@ -41,7 +41,7 @@ Modelled (per device):
   hf: the actor module itself (no FSDP) or a full copy (FSDP), plus a KV cache of every
   trajectory of the rank at the maximum length.
 - weight sync: streamed, one bucket (``sync_bucket_mb``) plus the largest tensor gathered in fp32
-  and cast to the rollout dtype; ``streamed_sync false`` models a full state dict instead.
+  and cast to the rollout dtype.
 - a fixed ``RUNTIME_GIB`` on cuda (CUDA context, NCCL buffers, allocator slack).
 
 Not modelled: allocator fragmentation beyond ``RUNTIME_GIB``; attention score matrices (flash
@@ -72,17 +72,9 @@ TRAIN_ACT_H, TRAIN_ACT_KV, TRAIN_ACT_I = 10, 2, 4
 INFER_ACT_H, INFER_ACT_I = 4, 3
 # float32 logits-sized working copies per chunk: upcast + exp/softmax (+ the gradient in the update).
 LOGPROB_WORK_COPIES, UPDATE_WORK_COPIES = 2, 3
-DEFAULT_SYNC_BUCKET_MB = 512
+DEFAULT_SYNC_BUCKET_MB = 32  # actor_rollout_ref.rollout.weight_sync_bucket_mb (for settings built by hand)
 DEFAULT_LOGITS_CHUNK = 512  # verl.utils.chunked_logprob.DEFAULT_CHUNK_SIZE (a test keeps them equal)
 DTYPE_BYTES = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2, "half": 2, "float": 4}
-# Config keys read when present (added by newer versions of the trainer config), first found wins.
-OPTIONAL_KEYS = {
-    "log_prob_max_token_len": ("actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu",),
-    "logits_chunk": (),  # verl.utils.chunked_logprob.DEFAULT_CHUNK_SIZE: not a config key
-    "sync_bucket_mb": ("actor_rollout_ref.rollout.weight_sync_bucket_mb",),
-    "sleep_level": ("actor_rollout_ref.rollout.sleep_level",),
-    "streamed_sync": (),  # the sync is always streamed (verl/workers/rollout/weight_sync.py)
-}
 
 
 class PlanError(ValueError):
@@ -206,7 +198,7 @@ class PlanSettings:
             dtype's); gpu_memory_utilization: vLLM's share of the device; sleep_level: 0 (the
             engine stays awake), 1 or 2; kv_cache_gib: vLLM-CPU's KV cache space (None = the utilisation share);
             rollout_sequences, max_sequence_len: the hf engine's KV cache (rows x tokens).
-        sync_bucket_mb: weight-sync bucket; streamed_sync: bucketed (else a full state dict).
+        sync_bucket_mb: weight-sync bucket.
         sources: the key to name in a suggestion instead of a lever's default key.
     """
 
@@ -237,7 +229,6 @@ class PlanSettings:
     rollout_sequences: int = 1
     max_sequence_len: int = 8192
     sync_bucket_mb: int = DEFAULT_SYNC_BUCKET_MB
-    streamed_sync: bool = True
     sources: dict = field(default_factory=dict, compare=False)
 
 
@@ -379,10 +370,7 @@ def plan_memory(m: ModelShape, s: PlanSettings) -> list[Phase]:
     terms, host = _resident(m, s)
     _engine_asleep(m, s, terms, host, weights_awake=True)
     largest = m.embedding_params * (4 + s.rollout_bytes)
-    if s.streamed_sync:
-        terms["sync bucket + largest tensor"] = min(s.sync_bucket_mb * MIB, m.num_params * s.rollout_bytes) + largest
-    else:
-        terms["full state dict"] = m.num_params * s.master_bytes
+    terms["sync bucket + largest tensor"] = min(s.sync_bucket_mb * MIB, m.num_params * s.rollout_bytes) + largest
     phases.append(Phase("weight sync", terms, host))
     return phases
 
@@ -524,14 +512,6 @@ def _select(cfg: Any, path: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
-def _first(cfg: Any, name: str, default: Any) -> tuple[Any, Optional[str]]:
-    for path in OPTIONAL_KEYS[name]:
-        value = _select(cfg, path)
-        if value is not None:
-            return value, path
-    return default, None
-
-
 def dtype_bytes(name: Any, key: str) -> int:
     text = str(name).replace("torch.", "").lower()
     if text not in DTYPE_BYTES:
@@ -573,18 +553,18 @@ def settings_from_config(cfg: Any, capacity_gib: float) -> PlanSettings:
     dynamic = bool(_select(cfg, f"{arr}.actor.use_dynamic_bsz", False))
     budget = int(_select(cfg, f"{arr}.actor.ppo_max_token_len_per_gpu", 16384)) if dynamic else None
     upd_tokens, upd_logits = tokens(int(_select(cfg, f"{arr}.actor.ppo_micro_batch_size_per_gpu", 1)), budget)
-    lp_budget, lp_key = _first(cfg, "log_prob_max_token_len", budget)
+    lp_key = f"{arr}.rollout.log_prob_max_token_len_per_gpu"
+    lp_budget = _select(cfg, lp_key, budget)
     lp_rows = max(int(_select(cfg, f"{arr}.rollout.log_prob_micro_batch_size_per_gpu", 1)),
                   int(_select(cfg, f"{arr}.ref.log_prob_micro_batch_size_per_gpu", 1)))
     lp_tokens, lp_logits = tokens(lp_rows, int(lp_budget) if dynamic and lp_budget is not None else None)
     if dynamic:
-        sources["actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu"] = lp_key or f"{arr}.actor.ppo_max_token_len_per_gpu"
+        sources["actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu"] = (
+            lp_key if _select(cfg, lp_key) is not None else f"{arr}.actor.ppo_max_token_len_per_gpu")
     else:  # fixed row counts: the micro-batch size is what to change
         sources[f"{arr}.actor.ppo_max_token_len_per_gpu"] = "MICRO_BATCH_SIZE"
-    chunk, _ = _first(cfg, "logits_chunk", DEFAULT_LOGITS_CHUNK)
-    bucket, _ = _first(cfg, "sync_bucket_mb", DEFAULT_SYNC_BUCKET_MB)
-    streamed, _ = _first(cfg, "streamed_sync", True)
-    level, _ = _first(cfg, "sleep_level", None)
+    bucket = _select(cfg, f"{arr}.rollout.weight_sync_bucket_mb", DEFAULT_SYNC_BUCKET_MB)
+    level = _select(cfg, f"{arr}.rollout.sleep_level")
     free_cache = _select(cfg, f"{arr}.rollout.free_cache_engine", False)
     sleep = sleep_level_of(free_cache) if level is None or not free_cache else sleep_level_of(int(level))
     engine = str(_select(cfg, f"{arr}.rollout.name", "vllm"))
@@ -613,7 +593,7 @@ def settings_from_config(cfg: Any, capacity_gib: float) -> PlanSettings:
         update_logit_tokens=upd_logits,
         log_prob_tokens=lp_tokens,
         log_prob_logit_tokens=lp_logits,
-        logits_chunk=int(chunk),
+        logits_chunk=DEFAULT_LOGITS_CHUNK,
         rollout_engine=engine,
         rollout_bytes=(dtype_bytes(_select(cfg, f"{arr}.rollout.dtype", "float32"), f"{arr}.rollout.dtype")
                        if engine == "vllm" else compute),
@@ -623,6 +603,5 @@ def settings_from_config(cfg: Any, capacity_gib: float) -> PlanSettings:
         rollout_sequences=int(gen_rows) if gen_rows else rows_per_rank,
         max_sequence_len=int(_select(cfg, f"{arr}.rollout.max_model_len", None) or seq),
         sync_bucket_mb=int(bucket),
-        streamed_sync=bool(streamed),
         sources=sources,
     )
