@@ -233,7 +233,6 @@ def _unless_auto(s: dict[str, Any], key: str, hydra_key: str) -> list[tuple[str,
 
 def _shared_overrides(s: dict[str, Any]) -> list[tuple[str, Any]]:
     """Settings common to the three algorithms (as the original release's scripts set them), as (Hydra key, value)."""
-    cuda = s["DEVICE"] == "cuda"
     return [
         # Data.
         ("data.train_files", os.path.join(s["DATA_PATH"], "train.parquet")),
@@ -272,7 +271,6 @@ def _shared_overrides(s: dict[str, Any]) -> list[tuple[str, Any]]:
         ("actor_rollout_ref.rollout.tensor_model_parallel_size", 1),
         ("actor_rollout_ref.rollout.gpu_memory_utilization", 0.6),
         ("actor_rollout_ref.rollout.enforce_eager", True),
-        ("actor_rollout_ref.rollout.free_cache_engine", cuda and s["ROLLOUT_ENGINE"] == "vllm"),
         # Reference policy: always built (both KL styles need it).
         ("actor_rollout_ref.ref.enable", True),
         ("actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu", s["LOG_PROB_MICRO_BATCH_SIZE"]),
