@@ -18,13 +18,14 @@ never cut.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from verl.agent_loop.base import AgentLoopBase, GenerateFn
+from verl.agent_loop.base import AgentLoopBase, GenerateFn, TimedGenerate
 from verl.protocol import DataProto
 from verl.utils.torch_functional import compute_position_id_with_mask, pad_2d_list_to_length
 from verl.workers.rollout.base import GenerationOutput, SamplingConfig
@@ -313,7 +314,8 @@ class SearchAgentLoop(AgentLoopBase):
         this batch (at most ``data.max_response_length``), ``prompts`` left-padded to its longest
         prompt. Per-row non-tensors added: ``num_turns`` (generations), ``num_searches`` (executed),
         ``num_valid_actions``, ``answered``, ``search_queries`` (every query written before the last
-        round), ``trajectory_text`` (prompt + response, decoded). ``meta_info["metrics"]``:
+        round), ``trajectory_text`` (prompt + response, decoded). ``meta_info["timing"]``: seconds
+        in ``gen`` (generation) and ``search`` (tool calls). ``meta_info["metrics"]``:
         ``search/turns_mean|turns_max|valid_action_rate|searches_per_row|answered_rate|
         length_cap_rate|p_noisy|noisy_share|obs_tokens_share|obs_truncated_share|failure_rate|
         malformed_rate`` and the tool's ``pop_metrics()`` under ``search/``. A malformed reply is
@@ -324,6 +326,8 @@ class SearchAgentLoop(AgentLoopBase):
         ``max_malformed_rate``, ``failure_window``, ``failure_min_requests``, ``failure_streak_rounds``).
         """
         rows = self._trajectories(batch)
+        generate = TimedGenerate(generate)
+        search_s = 0.0
         tool = self._tool(validate) if self.max_turns > 0 else None
         if tool is not None:
             tool.pop_metrics()  # drop counts left by a rollout that stopped with an error: they belong to no step
@@ -360,9 +364,13 @@ class SearchAgentLoop(AgentLoopBase):
                     searching.append((i, query))
 
             if searching:
+                start = time.perf_counter()
                 self._search(rows, searching, tool, health, noise, stats)
+                search_s += time.perf_counter() - start
 
-        return self._assemble(batch, rows, p_noisy, stats, tool)
+        out = self._assemble(batch, rows, p_noisy, stats, tool)
+        out.meta_info["timing"] = {"gen": generate.seconds, "search": search_s}
+        return out
 
     def _take_turn(self, row: _Trajectory, out: GenerationOutput, budget: int, final: bool) -> str | None:
         """Append one generation to ``row`` and act on it; returns the query to run, if any."""

@@ -37,6 +37,7 @@ from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from verl.trainer.ppo.scoring import AVERAGES, MEAN_OVER_ROWS, summarize
 from zerosearch.miniature.baselines import kind_of_id
 from zerosearch.miniature.pipeline import (
     ServerHandle,
@@ -85,20 +86,20 @@ def load_demo_config(path: str | Path, overrides: Sequence[str] = ()) -> DictCon
 
 
 def _score_from_records(path: Path) -> dict[str, Any]:
-    """Mean EM / SubEM / F1 over every evaluated question (micro average) from records.jsonl, the
-    95 % Wilson interval of EM, EM per question kind, and the per-question EM by id (``per_id``,
-    for paired comparisons; not written to results.json)."""
+    """Mean EM / SubEM / F1 over every evaluated question (``mean_over_rows`` of the shared summary,
+    verl/trainer/ppo/scoring.py) from records.jsonl, the 95 % Wilson interval of EM, EM per question
+    kind, and the per-question EM by id (``per_id``, for paired comparisons; not written to
+    results.json)."""
     recs = read_jsonl(path)
     if not recs:
         raise StageError("eval", f"no records in {path}")
-    out: dict[str, Any] = {k: math.fsum(float(r[k]) for r in recs) / len(recs) for k in SCORES}
+    overall = summarize(recs, SCORES)[MEAN_OVER_ROWS]
+    out: dict[str, Any] = {k: overall[k] for k in SCORES}
     out["n"] = len(recs)
     out["em_ci95"] = [round(x, 4) for x in wilson_interval(math.fsum(float(r["em"]) for r in recs), len(recs))]
     out["searches_per_question"] = math.fsum(float(r.get("num_searches", 0)) for r in recs) / len(recs)
-    by_kind: dict[str, list[float]] = {}
-    for r in recs:
-        by_kind.setdefault(kind_of_id(str(r["id"])), []).append(float(r["em"]))
-    out["em_by_kind"] = {k: {"em": math.fsum(v) / len(v), "n": len(v)} for k, v in sorted(by_kind.items())}
+    by_kind = summarize([{"kind": kind_of_id(str(r["id"])), "em": r["em"]} for r in recs], ("em",), "kind")
+    out["em_by_kind"] = {k: {"em": v["em"], "n": v["n"]} for k, v in sorted(by_kind.items()) if k not in AVERAGES}
     out["per_id"] = {str(r["id"]): float(r["em"]) for r in recs}
     return out
 

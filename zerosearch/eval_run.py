@@ -10,11 +10,12 @@ rerun while training goes on (delete that folder to score a step again). ``OUT``
 ``RUN/eval/<search engine>`` (``..._rag`` with ``--rag``). Then, from every scored step:
 
     scores.csv           one row per step: ``step``, then ``<data source>/<metric>`` for each data
-                         source and the ``average``, metrics em, sub_em, f1 (fractions in [0, 1])
+                         source and both averages (``mean_over_sources``, ``mean_over_rows``),
+                         metrics em, sub_em, f1 (fractions in [0, 1])
     scores.md            one table per metric (percent): one row per step, a column per data
-                         source and the average
+                         source and per average
     curve_<source>.png   em, sub_em and f1 against the step, one figure per data source and one
-                         for the average
+                         per average
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from verl.utils.checkpoint import EXPORTS_DIR, export_steps
-from zerosearch.eval_report import AVERAGE, SCORE_KEYS, TABLE_COLUMNS
+from zerosearch.eval_report import AVERAGES, SCORE_KEYS, TABLE_COLUMNS
 
 logger = logging.getLogger(__name__)
 
@@ -53,11 +54,11 @@ def default_out(run_dir: str | Path, search_engine: str, rag: bool) -> Path:
 
 
 def _sources(results_by_step: dict[int, dict]) -> list[str]:
-    """Data sources in first-seen order over the steps, then the average."""
+    """Data sources in first-seen order over the steps, then the averages."""
     names: list[str] = []
     for results in results_by_step.values():
-        names += [s for s in results if s != AVERAGE and s not in names]
-    return names + [AVERAGE]
+        names += [s for s in results if s not in AVERAGES and s not in names]
+    return names + list(AVERAGES)
 
 
 def score_rows(results_by_step: dict[int, dict]) -> tuple[list[str], list[list[Any]]]:
@@ -72,7 +73,7 @@ def score_rows(results_by_step: dict[int, dict]) -> tuple[list[str], list[list[A
 
 
 def markdown_tables(results_by_step: dict[int, dict]) -> str:
-    """One table per metric: a row per step, a column per data source and the average (percent)."""
+    """One table per metric: a row per step, a column per data source and per average (percent)."""
     sources = _sources(results_by_step)
     parts = []
     for title, metric in TABLE_COLUMNS:
@@ -90,7 +91,7 @@ def _file_name(source: str) -> str:
 
 
 def plot_curves(results_by_step: dict[int, dict], out_dir: Path) -> list[Path]:
-    """``curve_<source>.png`` per data source and the average: em, sub_em, f1 against the step."""
+    """``curve_<source>.png`` per data source and per average: em, sub_em, f1 against the step."""
     from matplotlib.figure import Figure
 
     paths = []

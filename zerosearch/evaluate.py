@@ -63,12 +63,13 @@ from omegaconf.errors import OmegaConfBaseException
 from verl.agent_loop.base import GenerateFn
 from verl.protocol import DataProto
 from verl.trainer.main_ppo import check_model_path, load_config
+from verl.trainer.ppo.scoring import rollout_and_score, trajectory_records
 from verl.utils.dataset.rl_dataset import collate_fn
 from verl.workers.reward_manager import NaiveRewardManager
 from verl.workers.rollout.base import GenerationOutput, SamplingConfig
 from zerosearch.eval_data import EvalSet, load_eval_sets, split_by_kind
 from zerosearch.eval_run import default_out, evaluate_run
-from zerosearch.eval_report import markdown_table, write_outputs
+from zerosearch.eval_report import SCORE_KEYS, markdown_table, write_outputs
 from zerosearch.prompts import split_context
 from zerosearch.reward import compute_score, extract_answer, gold_answers
 from zerosearch.tools import SEARCH_MODES, SearchTool
@@ -288,33 +289,22 @@ class AnswerRecorder:
 
 
 # ----------------------------------------------------------------------------------------- records
+# Rollout columns every evaluation record keeps (with the trainer's validation record fields).
+RECORD_COLUMNS = ("question", "num_searches", "search_queries", "num_turns")
+
+
 def batch_records(out: DataProto, extras: dict[str, np.ndarray], answers: Sequence[str | None], tokenizer: Any,
                   samples_per_row: int) -> list[dict]:
-    """One record per trajectory of the agent-loop output ``out`` (see eval_report.RECORD_KEYS)."""
+    """One record per trajectory of the agent-loop output ``out``: the trainer's validation record
+    (``verl/trainer/ppo/scoring.py``: uid, data_source, prompt, trajectory, em, sub_em, f1 and the
+    rollout columns) with the QA row's ``id`` and ``question``, the extracted ``answer`` and the
+    ``golden_answers``; ``sample`` (0..n-1) when each question is sampled n > 1 times."""
     nt = out.non_tensor_batch
-    prompt_width = out.batch["prompts"].shape[1]
-    response_lengths = out.batch["attention_mask"][:, prompt_width:].sum(dim=1).tolist()
+    scores = {k: extras[k] for k in SCORE_KEYS}
     records = []
-    for i in range(len(out)):
-        prompt_mask = out.batch["attention_mask"][i, :prompt_width].bool()
-        prompt_ids = out.batch["prompts"][i][prompt_mask].tolist()
-        response_ids = out.batch["responses"][i, : int(response_lengths[i])].tolist()
-        rec: dict[str, Any] = {
-            "uid": nt["uid"][i] if "uid" in nt else None,
-            "id": nt["id"][i] if "id" in nt else None,
-            "data_source": str(nt["data_source"][i]),
-            "question": nt["question"][i],
-            "prompt": tokenizer.decode(prompt_ids, skip_special_tokens=False),
-            "trajectory": tokenizer.decode(response_ids, skip_special_tokens=False),
-            "answer": answers[i],
-            "golden_answers": gold_answers(nt["reward_model"][i]["ground_truth"]),
-            "em": float(extras["em"][i]),
-            "sub_em": float(extras["sub_em"][i]),
-            "f1": float(extras["f1"][i]),
-            "num_searches": int(nt["num_searches"][i]),
-            "search_queries": list(nt["search_queries"][i]),
-            "num_turns": int(nt["num_turns"][i]),
-        }
+    for i, rec in enumerate(trajectory_records(out, scores, tokenizer, RECORD_COLUMNS)):
+        rec = {"id": nt["id"][i] if "id" in nt else None, **rec, "answer": answers[i],
+               "golden_answers": gold_answers(nt["reward_model"][i]["ground_truth"])}
         if samples_per_row > 1:
             rec["sample"] = i % samples_per_row
         records.append(rec)
@@ -364,7 +354,8 @@ def evaluate(
             google_cache_dir, overrides, config_dir).
 
     Returns:
-        The content of results.json: ``{data_source: {"em", "sub_em", "f1", "n"}, "average": {...}}``.
+        The content of results.json: ``{data_source: {"em", "sub_em", "f1", "n"}, "mean_over_sources":
+        {...}, "mean_over_rows": {...}}``.
     """
     data_files = [str(f) for f in data_files]
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -420,9 +411,8 @@ def evaluate(
                     batch = collate_fn([eval_set.dataset[i] for i in chunk])
                     if n_samples > 1:
                         batch = batch.repeat(n_samples, interleave=True)
-                    result = agent.run(batch, seeded, step=0, validate=True)
                     recorder.answers.clear()
-                    _, extras = scorer(result)
+                    result, extras = rollout_and_score(agent, seeded, scorer, batch, step=0)
                     records.extend(batch_records(result, extras, recorder.answers, tokenizer, n_samples))
                     for key, value in result.meta_info.get("metrics", {}).items():
                         metric_sums[key] = metric_sums.get(key, 0.0) + float(value) * len(result)

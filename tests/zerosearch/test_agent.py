@@ -7,8 +7,10 @@ so every length below is worked out by hand: ``<search>q1</search>`` is 4 tokens
 
 from __future__ import annotations
 
+import asyncio
 import re
 import string
+import time
 
 import numpy as np
 import pytest
@@ -328,6 +330,28 @@ def test_per_row_columns_and_metrics(tok, main_run):
     assert m["search/failure_rate"] == 0.0
     assert m["search/p_noisy"] == 0.0 and m["search/noisy_share"] == 0.0
     assert m["search/requests"] == 4.0 and m["search/latency_mean_s"] == 0.5  # the tool's own counters
+
+
+def test_generation_and_search_time_are_measured_apart(tok):
+    """meta_info["timing"]: seconds inside generate and inside the tool's calls, measured where they happen."""
+
+    class SlowEngine(ScriptedEngine):
+        def __call__(self, prompts, sampling):
+            time.sleep(0.03)
+            return super().__call__(prompts, sampling)
+
+    class SlowTool(RecordingTool):
+        async def _search_uncached(self, requests):
+            await asyncio.sleep(0.5)
+            return await super()._search_uncached(requests)
+
+    loop = SearchAgentLoop(make_config(), tok, search_tool=SlowTool(), val_search_tool=RecordingTool())
+    batch, _ = make_batch(tok, 2)
+    out = loop.run(batch, SlowEngine(tok, {0: MAIN_SCRIPTS[1], 1: MAIN_SCRIPTS[0]}), step=1)
+    timing = out.meta_info["timing"]
+    assert set(timing) == {"gen", "search"}
+    assert 0.06 <= timing["gen"] < 0.5  # two generate calls of 0.03 s; the tool's 0.5 s is not in it
+    assert timing["search"] >= 0.5  # one search round
 
 
 def test_observation_truncation_keeps_both_tags(tok):

@@ -39,8 +39,10 @@ class FakeEvaluate:
         (nq, bam) = SCORES[step]
         results = {"nq": dict(zip(("em", "sub_em", "f1"), nq), n=4),
                    "bamboogle": dict(zip(("em", "sub_em", "f1"), bam), n=4)}
-        results["average"] = {k: (results["nq"][k] + results["bamboogle"][k]) / 2 for k in ("em", "sub_em", "f1")}
-        results["average"]["n"] = 8
+        results["mean_over_sources"] = {k: (results["nq"][k] + results["bamboogle"][k]) / 2
+                                        for k in ("em", "sub_em", "f1")}
+        results["mean_over_rows"] = {**results["mean_over_sources"], "n": 8}  # equal counts: the same means
+        results["mean_over_sources"]["n"] = 8
         Path(out).mkdir(parents=True)
         (Path(out) / "results.json").write_text(json.dumps(results))
         return results
@@ -64,16 +66,17 @@ def test_every_export_is_scored_once_and_tabulated(tmp_path):
     with open(out / "scores.csv", newline="") as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["step", "nq/em", "nq/sub_em", "nq/f1", "bamboogle/em", "bamboogle/sub_em", "bamboogle/f1",
-                       "average/em", "average/sub_em", "average/f1"]
+                       "mean_over_sources/em", "mean_over_sources/sub_em", "mean_over_sources/f1",
+                       "mean_over_rows/em", "mean_over_rows/sub_em", "mean_over_rows/f1"]
     assert [int(r[0]) for r in rows[1:]] == [5, 10, 15]  # one row per step
     # step 10: nq 0.5 / 0.75 / 0.625, bamboogle 0.25 / 0.25 / 0.25, average their means
-    assert [float(x) for x in rows[2][1:]] == [0.5, 0.75, 0.625, 0.25, 0.25, 0.25, 0.375, 0.5, 0.4375]
+    assert [float(x) for x in rows[2][1:]] == [0.5, 0.75, 0.625, 0.25, 0.25, 0.25] + [0.375, 0.5, 0.4375] * 2
 
     md = (out / "scores.md").read_text()
     sub_em = md.split("## SubEM (%)")[1].split("##")[0]
-    assert "| step | nq | bamboogle | average |" in sub_em
-    assert "| 5 | 50.00 | 25.00 | 37.50 |" in sub_em and "| 15 | 100.00 | 50.00 | 75.00 |" in sub_em
-    for name in ("nq", "bamboogle", "average"):
+    assert "| step | nq | bamboogle | mean_over_sources | mean_over_rows |" in sub_em
+    assert "| 5 | 50.00 | 25.00 | 37.50 | 37.50 |" in sub_em and "| 15 | 100.00 | 50.00 | 75.00 | 75.00 |" in sub_em
+    for name in ("nq", "bamboogle", "mean_over_sources", "mean_over_rows"):
         assert (out / f"curve_{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

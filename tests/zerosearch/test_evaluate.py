@@ -165,9 +165,12 @@ def test_scripted_engine_scores_equal_hand_computed_values(tiny_model, wiki_serv
         "hotpotqa": {"em": 1 / 3, "sub_em": 2 / 3, "f1": (1 + 0.8 + 0.5) / 3, "n": 3},
         "bamboogle": {"em": 1 / 2, "sub_em": 1 / 2, "f1": 1 / 2, "n": 2},
     }
-    expected["average"] = {k: (expected["hotpotqa"][k] + expected["bamboogle"][k]) / 2 for k in ("em", "sub_em", "f1")}
-    expected["average"]["n"] = 5
-    assert list(results) == ["hotpotqa", "bamboogle", "average"]
+    # the two averages, worked by hand: over sources (each weighs 1/2) and over the 5 rows
+    expected["mean_over_sources"] = {k: (expected["hotpotqa"][k] + expected["bamboogle"][k]) / 2
+                                     for k in ("em", "sub_em", "f1")}
+    expected["mean_over_sources"]["n"] = 5
+    expected["mean_over_rows"] = {"em": 2 / 5, "sub_em": 3 / 5, "f1": (1 + 0.8 + 0.5 + 1) / 5, "n": 5}
+    assert list(results) == ["hotpotqa", "bamboogle", "mean_over_sources", "mean_over_rows"]
     for source, want in expected.items():
         for key, value in want.items():
             assert results[source][key] == pytest.approx(value, abs=1e-12), (source, key)
@@ -202,7 +205,7 @@ def check_outputs(out: Path, expected_ids: list[str]) -> list[dict]:
     assert [r["id"] for r in records] == expected_ids
     results = json.loads((out / "results.json").read_text())
     sources = list(dict.fromkeys(r["data_source"] for r in records))
-    assert list(results) == sources + ["average"]
+    assert list(results) == sources + ["mean_over_sources", "mean_over_rows"]
     for rec in records:
         assert RECORD_KEYS <= set(rec)
         assert all(0.0 <= rec[k] <= 1.0 for k in ("em", "sub_em", "f1"))
@@ -217,7 +220,9 @@ def check_outputs(out: Path, expected_ids: list[str]) -> list[dict]:
             mean = math.fsum(r[key] for r in mine) / len(mine)
             assert results[source][key] == pytest.approx(mean, abs=1e-12)
             assert table[source][j] == pytest.approx(100 * mean, abs=0.005)
-    assert results["average"]["n"] == len(records)
+    assert results["mean_over_sources"]["n"] == results["mean_over_rows"]["n"] == len(records)
+    for key in ("em", "sub_em", "f1"):
+        assert results["mean_over_rows"][key] == pytest.approx(math.fsum(r[key] for r in records) / len(records))
     return records
 
 
@@ -231,7 +236,7 @@ def test_tiny_model_end_to_end_every_row_and_reproducible(tiny_model, wiki_serve
           "--retriever-port", str(server.port), "--limit", "3", "--batch-size", "4", "--max-turns", "2",
           "--topk", "2", "--seed", "7", "--out", str(cli_out), "--no-progress", "--override", *SHORT])
     printed = capsys.readouterr().out
-    assert "| **average** |" in printed and "| hotpotqa |" in printed
+    assert "| **mean_over_sources** |" in printed and "| **mean_over_rows** |" in printed and "| hotpotqa |" in printed
     check_outputs(cli_out, expected_ids)
 
     evaluate(tiny_model, [HOTPOT, BAMBOO], "wiki", api_out, limit=3, batch_size=4, max_turns=2, topk=2,
@@ -275,7 +280,7 @@ def test_run_scores_every_export_once_with_the_wiki_backend(tiny_model, wiki_ser
     # the same model at every step: the same scores in every row, those of its own results.json
     results = json.loads((out / "global_step_4" / "results.json").read_text())
     assert rows[2].split(",")[1:4] == [str(results["bamboogle"][k]) for k in ("em", "sub_em", "f1")]
-    assert (out / "curve_bamboogle.png").is_file() and (out / "curve_average.png").is_file()
+    assert (out / "curve_bamboogle.png").is_file() and (out / "curve_mean_over_sources.png").is_file()
 
 
 @pytest.mark.slow
@@ -312,7 +317,7 @@ def test_parquet_input_limit_per_source_and_scores(tiny_model, tmp_path):
     assert [r["id"] for r in records] == [hot[0]["id"], bam[0]["id"], hot[1]["id"], bam[1]["id"]]
     assert [r["uid"] for r in records] == ["hotpotqa-test-0", "bamboogle-test-0", "hotpotqa-test-1", "bamboogle-test-1"]
     assert results["hotpotqa"] == {"em": 1.0, "sub_em": 1.0, "f1": 1.0, "n": 2}
-    assert results["average"]["n"] == 4
+    assert results["mean_over_sources"]["n"] == 4
     assert pq.read_table(path).num_rows == 6  # the input file itself is untouched
 
 

@@ -7,6 +7,7 @@ step with a ``generate`` callable that fans out to the rollout workers.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from typing import Any, Callable
 
@@ -14,6 +15,25 @@ from verl.protocol import DataProto
 from verl.workers.rollout.base import GenerationOutput, SamplingConfig
 
 GenerateFn = Callable[[list[list[int]], SamplingConfig], list[GenerationOutput]]
+
+
+class TimedGenerate:
+    """A ``GenerateFn`` that adds the wall time of each call to ``seconds``.
+
+    Agent loops wrap the ``generate`` they are given in one per ``run`` and report
+    ``seconds`` as ``meta_info["timing"]["gen"]``: generation time measured where it happens.
+    """
+
+    def __init__(self, generate: GenerateFn) -> None:
+        self._generate = generate
+        self.seconds = 0.0
+
+    def __call__(self, prompts: list[list[int]], sampling: SamplingConfig) -> list[GenerationOutput]:
+        start = time.perf_counter()
+        try:
+            return self._generate(prompts, sampling)
+        finally:
+            self.seconds += time.perf_counter() - start
 
 
 class AgentLoopBase(ABC):
@@ -31,7 +51,10 @@ class AgentLoopBase(ABC):
       Only these tokens carry loss;
     - ``rollout_log_probs`` (B, R): the sampling log-probs (0 where ``response_mask`` is 0);
     - all non-tensor columns of the input, unchanged;
-    - ``meta_info["metrics"]``: a dict of floats to log (means over rows).
+    - ``meta_info["metrics"]``: a dict of floats to log (means over rows); names the trainer
+      writes itself (``response_length/*``, ``critic/*``, ``timing_s/*``) are not repeated here;
+    - ``meta_info["timing"]``: seconds spent inside ``run`` by phase, at least ``gen`` (in
+      ``generate``; ``TimedGenerate`` counts it); the trainer logs them as ``timing_s/<phase>``.
     """
 
     def __init__(self, config: Any, tokenizer: Any, **kwargs: Any) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from verl.agent_loop.base import AgentLoopBase, GenerateFn
+from verl.agent_loop.base import AgentLoopBase, GenerateFn, TimedGenerate
 from verl.agent_loop.utils import assemble_rollout, prompts_from_batch
 from verl.protocol import DataProto
 from verl.workers.rollout.base import GenerationOutput, SamplingConfig, check_sampling
@@ -61,7 +61,8 @@ class SingleTurnAgentLoop(AgentLoopBase):
         """Roll out every row of ``batch`` once (see the class docstring)."""
         prompts = prompts_from_batch(batch)
         sampling = self.sampling_config(validate)
-        outputs = generate(prompts, sampling)
+        timed = TimedGenerate(generate)
+        outputs = timed(prompts, sampling)
         _check_outputs(outputs, len(prompts), sampling.max_new_tokens)
         prompt_width = max(len(p) for p in prompts) if prompts else 1
         tensors = assemble_rollout(
@@ -73,21 +74,16 @@ class SingleTurnAgentLoop(AgentLoopBase):
             prompt_length=prompt_width,
             response_length=sampling.max_new_tokens,
         )
-        meta_info = {**batch.meta_info, "metrics": rollout_metrics(outputs)}
+        meta_info = {**batch.meta_info, "metrics": rollout_metrics(outputs), "timing": {"gen": timed.seconds}}
         return DataProto.from_dict(tensors, non_tensors=dict(batch.non_tensor_batch), meta_info=meta_info)
 
 
 def rollout_metrics(outputs: list[GenerationOutput]) -> dict[str, float]:
-    """Response-length statistics and the share of each finish reason."""
+    """The share of each finish reason (response lengths are the trainer's ``response_length/*``)."""
     if not outputs:
         return {}
-    lengths = [len(o.token_ids) for o in outputs]
     reasons = Counter(o.finish_reason for o in outputs)
-    metrics = {
-        "response_length/mean": sum(lengths) / len(lengths),
-        "response_length/max": float(max(lengths)),
-        "response_length/min": float(min(lengths)),
-    }
+    metrics = {}
     for reason in FINISH_REASONS:
         metrics[f"rollout/finish_reason/{reason}"] = reasons.get(reason, 0) / len(outputs)
     return metrics

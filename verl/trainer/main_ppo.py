@@ -62,12 +62,14 @@ def build_trainer(config: DictConfig):
     from transformers import AutoTokenizer
 
     from verl.single_controller.ray import RayClassWithInitArgs, RayResourcePool, RayWorkerGroup
+    from verl.trainer.ppo.compute import required_roles
     from verl.trainer.ppo.ray_trainer import RayPPOTrainer
     from verl.utils.dataset.rl_dataset import RLHFDataset, collate_fn
     from verl.utils.dataset.sampler import StatefulBatchIterator
     from verl.workers.fsdp_workers import ActorRolloutRefWorker, CriticWorker
 
     check_model_path(config.actor_rollout_ref.model.path, "actor_rollout_ref.model.path")
+    roles = required_roles(config)  # an unknown estimator fails here, before anything is loaded
     tok_path = config.actor_rollout_ref.model.tokenizer_path or config.actor_rollout_ref.model.path
     tokenizer = AutoTokenizer.from_pretrained(tok_path, trust_remote_code=config.actor_rollout_ref.model.trust_remote_code)
 
@@ -90,13 +92,11 @@ def build_trainer(config: DictConfig):
 
     init_ray(config)
     device = config.trainer.device
-    use_critic = config.algorithm.adv_estimator == "gae"
+    use_critic = roles.critic
     nodes = [int(config.trainer.n_gpus_per_node)] * int(config.trainer.nnodes)
     pool = RayResourcePool(process_on_nodes=nodes, use_gpu=device == "cuda",
                            max_colocate_count=2 if use_critic else 1, name_prefix="zs")
-    need_ref = bool(config.actor_rollout_ref.ref.enable) and (
-        config.algorithm.use_kl_in_reward or config.actor_rollout_ref.actor.use_kl_loss)
-    role = "actor_rollout_ref" if need_ref else "actor_rollout"
+    role = "actor_rollout_ref" if roles.reference else "actor_rollout"
     actor_cls = RayClassWithInitArgs(ray.remote(ActorRolloutRefWorker), config=config, role=role)
     actor_wg = RayWorkerGroup(pool, actor_cls, device=device)
     actor_wg.init_model()

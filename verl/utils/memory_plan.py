@@ -571,7 +571,10 @@ def settings_from_config(cfg: Any, capacity_gib: float) -> PlanSettings:
     kv_env = os.environ.get("VLLM_CPU_KVCACHE_SPACE", "")
     rows_per_rank = math.ceil(int(_select(cfg, "data.train_batch_size", 1)) * int(_select(cfg, f"{arr}.rollout.n", 1)) / world)
     gen_rows = _select(cfg, f"{arr}.rollout.generate_micro_batch_size")
-    critic = str(_select(cfg, "algorithm.adv_estimator", "grpo")) == "gae"
+    from verl.trainer.ppo.compute import required_roles  # the trainer's own decision, from the registry
+
+    roles = required_roles(cfg)
+    critic = roles.critic
     return PlanSettings(
         device=device,
         world_size=world,
@@ -582,7 +585,7 @@ def settings_from_config(cfg: Any, capacity_gib: float) -> PlanSettings:
         fsdp=fsdp,
         offload=device == "cuda" and (bool(_select(cfg, f"{arr}.actor.fsdp_config.param_offload", False))
                                       or bool(_select(cfg, f"{arr}.actor.fsdp_config.optimizer_offload", False))),
-        ref=bool(_select(cfg, f"{arr}.ref.enable", False)),
+        ref=roles.reference,
         ref_offload=device == "cuda" and bool(_select(cfg, f"{arr}.ref.fsdp_config.param_offload", False)),
         critic=critic,
         critic_offload=critic and device == "cuda" and (bool(_select(cfg, "critic.fsdp_config.param_offload", False))

@@ -105,7 +105,7 @@ def test_update_changes_weights(model64, make_batch):
     after = _params(module)
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert metrics["actor/grad_norm"] > 0
-    for key in ("actor/pg_loss", "actor/pg_clipfrac", "actor/ppo_kl", "actor/entropy", "actor/lr"):
+    for key in ("actor/pg_loss", "actor/pg_clipfrac", "actor/ppo_kl", "actor/entropy_loss", "actor/lr"):
         assert key in metrics
 
 

@@ -43,7 +43,7 @@ def test_generate_logprob_ref_and_update(tiny_model_dir, strategy, option):
     batch.batch["advantages"] = torch.tensor([1.0, -1.0, 0.5, -0.5])[:, None].expand(4, R).clone()
     result = worker.update_actor(copy.deepcopy(batch))
     metrics = result.meta_info["metrics"]
-    for key in ("actor/pg_loss", "actor/pg_clipfrac", "actor/ppo_kl", "actor/kl_loss", "actor/entropy",
+    for key in ("actor/pg_loss", "actor/pg_clipfrac", "actor/ppo_kl", "actor/kl_loss", "actor/entropy_loss",
                 "actor/grad_norm", "actor/lr"):
         assert key in metrics and np.isfinite(metrics[key]), key
     new_lp = worker.compute_log_prob(copy.deepcopy(batch)).batch["old_log_probs"]

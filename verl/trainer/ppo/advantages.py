@@ -1,4 +1,4 @@
-"""Advantage estimators behind a name registry.
+"""Advantage estimators behind a name registry that is also the trainer's dispatch.
 
 Shapes: B = rows, R = response length. ``token_level_rewards`` and ``response_mask`` are (B, R);
 the outcome estimators read a row's score as ``token_level_rewards.sum(-1)`` (the reward sits on
@@ -6,7 +6,18 @@ the last policy token). ``index`` is the per-row group id (the non-tensor ``uid`
 numpy array or list of B hashable values. Every estimator returns ``(advantages, returns)``,
 both (B, R).
 
-Arguments each registered estimator takes (the trainer passes exactly these):
+An estimator says what it needs by the names of its parameters; ``register_adv_est`` reads them
+once and the trainer derives everything else from that record (``AdvantageEstimator``):
+
+- batch columns, (B, R) tensors: ``token_level_rewards``, ``response_mask``, ``values`` (the
+  critic's values: the run builds a critic), ``ref_log_prob`` (the reference policy's log-probs:
+  the run builds a reference), ``old_log_probs``;
+- ``index``: the group id of each row (the non-tensor ``uid`` column, one id per prompt);
+- any other parameter is an option read from the ``algorithm`` config section under its own name
+  (``gamma``, ``lam``, ``norm_adv_by_std_in_grpo``, ...); a parameter with a default may be absent
+  there.
+
+The built-in estimators take:
 
 ==========================  =============================================================
 gae                         token_level_rewards, values, response_mask, gamma, lam
@@ -20,6 +31,8 @@ rloo                        token_level_rewards, response_mask, index, epsilon
 
 from __future__ import annotations
 
+import inspect
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence, Union
 
 import numpy as np
@@ -29,27 +42,114 @@ from verl.utils import torch_functional as F
 
 AdvantageFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
-ADV_ESTIMATOR_REGISTRY: dict[str, AdvantageFn] = {}
+# Parameter names an estimator may take that the trainer fills from the batch.
+BATCH_INPUTS = ("token_level_rewards", "response_mask", "values", "ref_log_prob", "old_log_probs")
+# The parameter that receives the per-row group ids (the batch's non-tensor ``uid`` column).
+GROUP_INPUT = "index"
+
+
+@dataclass(frozen=True)
+class AdvantageEstimator:
+    """A registered estimator and what it needs, read from its signature at registration.
+
+    ``batch_inputs``: the batch columns it takes; ``needs_groups``: whether it takes ``index``;
+    ``options``: its other parameters (read from the ``algorithm`` config), and
+    ``required_options`` those without a default.
+    """
+
+    name: str
+    fn: AdvantageFn
+    batch_inputs: tuple[str, ...]
+    needs_groups: bool
+    options: tuple[str, ...]
+    required_options: tuple[str, ...]
+
+    @property
+    def needs_critic(self) -> bool:
+        """The run must build a critic: the estimator reads its ``values``."""
+        return "values" in self.batch_inputs
+
+    @property
+    def needs_reference(self) -> bool:
+        """The run must build a reference policy: the estimator reads ``ref_log_prob``."""
+        return "ref_log_prob" in self.batch_inputs
+
+    def __call__(self, batch: dict[str, torch.Tensor], index: Union[np.ndarray, Sequence[Any], None],
+                 options: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Call the estimator with its batch columns, group ids and options.
+
+        ``batch``: the batch's tensors by column name (each (B, R)); ``index``: B group ids, or
+        None when the batch has none; ``options``: the ``algorithm`` config values by name.
+        A missing column, group id or required option raises KeyError naming it.
+        """
+        kwargs: dict[str, Any] = {}
+        for col in self.batch_inputs:
+            if col not in batch:
+                raise KeyError(f"advantage estimator {self.name!r} needs the batch column {col!r}")
+            kwargs[col] = batch[col]
+        if self.needs_groups:
+            if index is None:
+                raise KeyError(f"advantage estimator {self.name!r} needs the non-tensor 'uid' column "
+                               "(one group id per prompt)")
+            kwargs[GROUP_INPUT] = index
+        for opt in self.options:
+            if opt in options and options[opt] is not None:
+                kwargs[opt] = options[opt]
+            elif opt in self.required_options:
+                raise KeyError(f"advantage estimator {self.name!r} needs the option algorithm.{opt}")
+        return self.fn(**kwargs)
+
+
+ADV_ESTIMATOR_REGISTRY: dict[str, AdvantageEstimator] = {}
+
+
+def describe_estimator(name: str, fn: AdvantageFn) -> AdvantageEstimator:
+    """Read what ``fn`` needs from its parameter names (see the module docstring)."""
+    batch_inputs, options, required = [], [], []
+    needs_groups = False
+    for param in inspect.signature(fn).parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise TypeError(f"advantage estimator {name!r}: *args/**kwargs cannot say what it needs; "
+                            "name each input as a parameter")
+        if param.name in BATCH_INPUTS:
+            batch_inputs.append(param.name)
+        elif param.name == GROUP_INPUT:
+            needs_groups = True
+        else:
+            options.append(param.name)
+            if param.default is param.empty:
+                required.append(param.name)
+    return AdvantageEstimator(name, fn, tuple(batch_inputs), needs_groups, tuple(options), tuple(required))
 
 
 def register_adv_est(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
-    """Decorator: register an advantage estimator under ``name`` (a second, different one raises)."""
+    """Decorator: register an advantage estimator under ``name`` (a second, different one raises).
+
+    What the estimator needs is read from its parameter names (module docstring); the function
+    itself is returned unchanged.
+    """
 
     def decorator(fn: AdvantageFn) -> AdvantageFn:
         known = ADV_ESTIMATOR_REGISTRY.get(name)
-        if known is not None and known is not fn:
-            raise ValueError(f"advantage estimator '{name}' is already registered to {known.__qualname__}")
-        ADV_ESTIMATOR_REGISTRY[name] = fn
+        if known is not None and known.fn is not fn:
+            raise ValueError(f"advantage estimator '{name}' is already registered to {known.fn.__qualname__}")
+        ADV_ESTIMATOR_REGISTRY[name] = describe_estimator(name, fn)
         return fn
 
     return decorator
 
 
-def get_adv_estimator_fn(name: str) -> AdvantageFn:
-    """The estimator registered as ``name``; ValueError listing the valid names otherwise."""
+def get_adv_estimator(name: str) -> AdvantageEstimator:
+    """The estimator registered as ``name`` with what it needs; ValueError listing the valid names."""
     if name not in ADV_ESTIMATOR_REGISTRY:
-        raise ValueError(f"unknown advantage estimator '{name}'; valid: {sorted(ADV_ESTIMATOR_REGISTRY)}")
+        raise ValueError(f"unknown advantage estimator '{name}' (algorithm.adv_estimator); "
+                         f"valid: {sorted(ADV_ESTIMATOR_REGISTRY)}")
     return ADV_ESTIMATOR_REGISTRY[name]
+
+
+def get_adv_estimator_fn(name: str) -> AdvantageFn:
+    """The function registered as ``name``; ValueError listing the valid names otherwise."""
+    return get_adv_estimator(name).fn
 
 
 def _check_same_shape(**tensors: torch.Tensor) -> None:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -21,9 +20,10 @@ from tqdm import tqdm
 from verl.agent_loop.base import AgentLoopBase
 from verl.protocol import DataProto, pad_dataproto_to_divisor, unpad_dataproto
 from verl.trainer.ppo import core_algos
-from verl.trainer.ppo.compute import apply_kl_penalty, compute_advantage
+from verl.trainer.ppo.compute import apply_kl_penalty, compute_advantage, load_estimator, required_roles
 from verl.trainer.ppo.metric_utils import (compute_data_metrics, compute_throughput_metrics,
                                            compute_timing_metrics, marked_timer)
+from verl.trainer.ppo.scoring import rollout_and_score, summarize, trajectory_records
 from verl.utils.checkpoint import CheckpointManager, link_tree, load_trainer_state
 from verl.utils.device_memory import max_over_ranks
 from verl.utils.tracking import Tracking
@@ -62,6 +62,37 @@ def _worker_metrics(results: Any) -> dict[str, float]:
     return _reduce(merged)
 
 
+def per_row_call(method: Callable[[DataProto], DataProto], world_size: int, data: DataProto) -> DataProto:
+    """Call a worker group's DP_COMPUTE_PROTO ``method`` that answers one row per row of ``data``.
+
+    ``data`` is padded to a multiple of ``world_size`` (the group's rank count) for the call and
+    the padding rows are dropped from the answer.
+    """
+    padded, pad = pad_dataproto_to_divisor(data, world_size)
+    out = method(padded)
+    if len(out) != len(padded):
+        raise ValueError(f"{getattr(method, '__name__', method)}: answered {len(out)} rows for {len(padded)}")
+    return unpad_dataproto(out, pad)
+
+
+def update_call(method: Callable[[DataProto], Any], world_size: int, data: DataProto) -> dict[str, float]:
+    """Call a worker group's update ``method`` (padded as in ``per_row_call``); returns its metrics."""
+    padded, _ = pad_dataproto_to_divisor(data, world_size)
+    return _worker_metrics(method(padded))
+
+
+def add_metrics(metrics: dict[str, float], new: dict[str, float], source: str) -> None:
+    """Add ``new`` to ``metrics``; a name already there is an error (each metric has one writer)."""
+    clash = sorted(set(metrics) & set(new))
+    if clash:
+        raise ValueError(f"{source} writes metrics that another part of the step already wrote: {clash}")
+    metrics.update(new)
+
+
+# Non-tensor columns that validation records keep when the batch has them.
+RECORD_COLUMNS = ("question", "golden_answers", "num_turns", "num_searches", "search_queries")
+
+
 class RayPPOTrainer:
     """Drives PPO / GRPO / REINFORCE training over Ray worker groups.
 
@@ -90,13 +121,13 @@ class RayPPOTrainer:
         self.agent_loop = agent_loop
         self.total_training_steps = total_training_steps
         self.global_step = 0
-        self.use_critic = config.algorithm.adv_estimator == "gae"
-        self.use_reference = bool(config.actor_rollout_ref.ref.enable) and (
-            config.algorithm.use_kl_in_reward or config.actor_rollout_ref.actor.use_kl_loss)
+        self.estimator = load_estimator(config.algorithm)
+        roles = required_roles(config)
+        self.use_critic, self.use_reference = roles.critic, roles.reference
         self.kl_ctrl = core_algos.get_kl_controller(config.algorithm.kl_ctrl)
         self.ckpt = CheckpointManager(config.trainer.default_local_dir, config.trainer.max_ckpt_to_keep)
         self.n_devices = int(config.trainer.nnodes) * int(config.trainer.n_gpus_per_node)
-        self._gen_time = 0.0
+        self.n_actor_ranks = actor_rollout_wg.world_size
         self.resource_pools: list = []
 
     def shutdown(self) -> None:
@@ -110,21 +141,12 @@ class RayPPOTrainer:
     # ------------------------------------------------------------------ rollout plumbing
     def generate(self, prompts: list[list[int]], sampling: SamplingConfig) -> list[GenerationOutput]:
         """Generate for a list of prompts on the rollout workers (the agent loop's ``generate``)."""
-        start = time.perf_counter()
         data = DataProto.from_dict(non_tensors={"prompt_token_ids": object_array([list(p) for p in prompts])},
                                    meta_info={"sampling": asdict(sampling)})
-        data, pad = pad_dataproto_to_divisor(data, self.actor_rollout_wg.world_size)
-        out = unpad_dataproto(self.actor_rollout_wg.generate(data), pad)
-        self._gen_time += time.perf_counter() - start
+        out = per_row_call(self.actor_rollout_wg.generate, self.actor_rollout_wg.world_size, data)
         nt = out.non_tensor_batch
         return [GenerationOutput(token_ids=list(nt["output_token_ids"][i]), log_probs=list(nt["output_log_probs"][i]),
                                  finish_reason=str(nt["finish_reason"][i])) for i in range(len(out))]
-
-    def _dp_call(self, wg, method: str, data: DataProto) -> DataProto:
-        """Call a DP_COMPUTE_PROTO method with the batch padded to the group size."""
-        padded, pad = pad_dataproto_to_divisor(data, wg.world_size)
-        out = getattr(wg, method)(padded)
-        return unpad_dataproto(out, pad) if len(out) == len(padded) else out
 
     def wake_rollout(self, timing: dict[str, float], metrics: dict[str, float]) -> None:
         """Before a rollout: the engine's weights wake, take the actor's current weights, then its
@@ -132,7 +154,7 @@ class RayPPOTrainer:
         with marked_timer("wake_weights", timing):
             self.actor_rollout_wg.wake_rollout_weights()
         with marked_timer("weight_sync", timing):
-            metrics.update(_worker_metrics(self.actor_rollout_wg.sync_rollout_weights()))
+            add_metrics(metrics, _worker_metrics(self.actor_rollout_wg.sync_rollout_weights()), "weight sync")
         with marked_timer("wake_kv_cache", timing):
             self.actor_rollout_wg.wake_rollout_kv_cache()
 
@@ -200,48 +222,35 @@ class RayPPOTrainer:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> dict[str, float]:
-        """Roll out every validation row (no drop_last), greedy by default, and score it."""
+        """Roll out every validation row (no drop_last), greedy by default, and score it.
+
+        Metrics: ``val/<score>/<data source>`` and ``val/<score>/mean_over_sources|mean_over_rows``
+        (``verl/trainer/ppo/scoring.py``); records in ``trainer.validation_data_dir``.
+        """
         cfg = self.config
         n_val = int(cfg.actor_rollout_ref.rollout.val_kwargs.n)
         bs = int(cfg.data.val_batch_size)
-        per_source: dict[str, dict[str, list[float]]] = {}
-        records = []
+        records: list[dict[str, Any]] = []
+        score_keys: list[str] = []
         indices = list(range(len(self.val_dataset)))
         self.wake_rollout({}, {})
         for start in tqdm(range(0, len(indices), bs), desc="validation", leave=False):
             batch = self.collate_fn([self.val_dataset[i] for i in indices[start:start + bs]])
             if n_val > 1:
                 batch = batch.repeat(n_val, interleave=True)
-            out = self.agent_loop.run(batch, self.generate, step=self.global_step, validate=True)
-            _, extras = self.reward_manager(out)
-            sources = out.non_tensor_batch.get("data_source", object_array(["unknown"] * len(out)))
-            for i in range(len(out)):
-                src = str(sources[i])
-                for k, vals in extras.items():
-                    per_source.setdefault(src, {}).setdefault(k, []).append(float(vals[i]))
-                records.append(self._record(out, i, {k: float(v[i]) for k, v in extras.items()}))
+            out, extras = rollout_and_score(self.agent_loop, self.generate, self.reward_manager, batch,
+                                            self.global_step)
+            score_keys = score_keys or list(extras)
+            for rec in trajectory_records(out, extras, self.tokenizer, RECORD_COLUMNS):
+                records.append({"step": self.global_step, **rec})
         self.actor_rollout_wg.sleep_rollout()
         metrics: dict[str, float] = {}
-        all_vals: dict[str, list[float]] = {}
-        for src, vals in per_source.items():
-            for k, v in vals.items():
-                metrics[f"val/{k}/{src}"] = float(np.mean(v))
-                all_vals.setdefault(k, []).extend(v)
-        for k, v in all_vals.items():
-            metrics[f"val/{k}/mean"] = float(np.mean(v))
+        if records and score_keys:
+            for source, scores in summarize(records, score_keys).items():
+                for key in score_keys:
+                    metrics[f"val/{key}/{source}"] = float(scores[key])
         self._write_records(records)
         return metrics
-
-    def _record(self, out: DataProto, i: int, scores: dict[str, float]) -> dict[str, Any]:
-        nt = out.non_tensor_batch
-        mask = out.batch["attention_mask"][i].bool()
-        rec = {"step": self.global_step, "scores": scores,
-               "text": self.tokenizer.decode(out.batch["input_ids"][i][mask].tolist(), skip_special_tokens=False)}
-        for key in ("uid", "data_source", "question", "golden_answers", "num_turns", "num_searches", "search_queries"):
-            if key in nt:
-                v = nt[key][i]
-                rec[key] = v.tolist() if isinstance(v, np.ndarray) else v
-        return rec
 
     def _write_records(self, records: list[dict]) -> None:
         folder = self.config.trainer.validation_data_dir
@@ -299,25 +308,23 @@ class RayPPOTrainer:
             # 1. rollout: repeat each prompt n times (interleaved, same uid); wake the engine (weights ->
             #    sync -> KV cache), run the agent loop, then release the engine's memory for training
             batch = batch.repeat(int(cfg.actor_rollout_ref.rollout.n), interleave=True)
-            self._gen_time = 0.0
             self.wake_rollout(timing, metrics)
             with marked_timer("rollout", timing):
                 batch = self.agent_loop.run(batch, self.generate, step=self.global_step, validate=False)
             with marked_timer("sleep_rollout", timing):
                 self.actor_rollout_wg.sleep_rollout()
-            timing["gen"] = self._gen_time
-            timing["search"] = timing["rollout"] - self._gen_time
-            metrics.update(batch.meta_info.pop("metrics", {}))
+            add_metrics(timing, batch.meta_info.pop("timing", {}), "the agent loop's timing")
+            add_metrics(metrics, batch.meta_info.pop("metrics", {}), "the agent loop")
 
             # 2. reward on the response, placed on the last policy token
             with marked_timer("reward", timing):
                 scores, extras = self.reward_manager(batch)
                 batch.batch["token_level_scores"] = scores
-                metrics.update({f"reward/{k}": float(np.mean(v)) for k, v in extras.items()})
+                add_metrics(metrics, {f"reward/{k}": float(np.mean(v)) for k, v in extras.items()}, "the reward")
 
             # 3. log-probs of the current policy, the reference, and values
             with marked_timer("old_log_prob", timing):
-                old = self._dp_call(self.actor_rollout_wg, "compute_log_prob", batch)
+                old = per_row_call(self.actor_rollout_wg.compute_log_prob, self.n_actor_ranks, batch)
                 batch = batch.union(old.select(batch_keys=["old_log_probs"]))
                 mask = batch.batch["response_mask"].bool()
                 if "entropys" in old.batch:
@@ -327,33 +334,34 @@ class RayPPOTrainer:
                     metrics["actor/rollout_old_logprob_abs_diff"] = float(diff.mean())
             if self.use_reference:
                 with marked_timer("ref", timing):
-                    batch = batch.union(self._dp_call(self.actor_rollout_wg, "compute_ref_log_prob", batch)
-                                        .select(batch_keys=["ref_log_prob"]))
+                    batch = batch.union(per_row_call(self.actor_rollout_wg.compute_ref_log_prob, self.n_actor_ranks,
+                                                     batch).select(batch_keys=["ref_log_prob"]))
             if self.use_critic:
                 with marked_timer("values", timing):
-                    batch = batch.union(self._dp_call(self.critic_wg, "compute_values", batch).select(batch_keys=["values"]))
+                    batch = batch.union(per_row_call(self.critic_wg.compute_values, self.critic_wg.world_size, batch)
+                                        .select(batch_keys=["values"]))
 
             # 4. KL (in the reward for PPO; as a loss term inside the actor otherwise) and advantages
             with marked_timer("adv", timing):
                 if cfg.algorithm.use_kl_in_reward:
-                    metrics.update(apply_kl_penalty(batch, self.kl_ctrl, cfg.algorithm.kl_penalty))
+                    add_metrics(metrics, apply_kl_penalty(batch, self.kl_ctrl, cfg.algorithm.kl_penalty), "KL in reward")
                 else:
                     batch.batch["token_level_rewards"] = batch.batch["token_level_scores"]
-                compute_advantage(batch, cfg.algorithm.adv_estimator, cfg.algorithm.gamma, cfg.algorithm.lam,
-                                  cfg.algorithm.norm_adv_by_std_in_grpo)
+                compute_advantage(batch, self.estimator, cfg.algorithm)
 
             # 5. updates (the rollout engine takes the new weights before the next rollout)
             if self.use_critic:
                 with marked_timer("update_critic", timing):
-                    metrics.update(_worker_metrics(self._dp_call(self.critic_wg, "update_critic", batch)))
+                    add_metrics(metrics, update_call(self.critic_wg.update_critic, self.critic_wg.world_size, batch),
+                                "update_critic")
             if self.global_step > int(cfg.trainer.critic_warmup):
                 with marked_timer("update_actor", timing):
-                    actor_out = self._dp_call(self.actor_rollout_wg, "update_actor", batch)
-                metrics.update(_worker_metrics(actor_out))
+                    actor_metrics = update_call(self.actor_rollout_wg.update_actor, self.n_actor_ranks, batch)
+                add_metrics(metrics, actor_metrics, "update_actor")
 
-        metrics.update(compute_data_metrics(batch, self.use_critic))
-        metrics.update(compute_timing_metrics(timing))
+        add_metrics(metrics, compute_data_metrics(batch, self.use_critic), "data metrics")
+        add_metrics(metrics, compute_timing_metrics(timing), "timing")
         if cfg.trainer.device == "cuda":  # peak GPU memory per phase, largest over ranks
-            metrics.update(max_over_ranks(self.actor_rollout_wg.memory_metrics()))
-        metrics.update(compute_throughput_metrics(batch, timing["step"], self.n_devices))
+            add_metrics(metrics, max_over_ranks(self.actor_rollout_wg.memory_metrics()), "memory")
+        add_metrics(metrics, compute_throughput_metrics(batch, timing["step"], self.n_devices), "throughput")
         return metrics

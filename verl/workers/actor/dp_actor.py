@@ -233,7 +233,7 @@ class DataParallelPPOActor:
                 loss.backward()
             share = float(mask.sum()) / n_tokens if n_tokens > 0 else 0.0
             metrics["actor/pg_loss"] += float(pg_loss.detach())
-            metrics["actor/entropy"] += float(entropy_loss.detach())
+            metrics["actor/entropy_loss"] += float(entropy_loss.detach())
             metrics["actor/pg_clipfrac"] += share * float(pg_metrics["clipfrac"])
             metrics["actor/ppo_kl"] += share * float(pg_metrics["ppo_kl"])
             metrics["actor/pg_clipfrac_lower"] += share * float(pg_metrics["clipfrac_lower"])
