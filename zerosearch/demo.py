@@ -193,6 +193,8 @@ class Demo:
                "--rl-fraction", str(w.rl_fraction)]
         if w.warmstart_questions is not None:
             cmd += ["--warmstart-questions", str(w.warmstart_questions)]
+        if w.simulation_model_size is not None:
+            cmd += ["--simulation-model-size", str(w.simulation_model_size)]
         self._run("world", cmd, 900)
 
     def start_retrieval(self, stage: str, corpus: str, port: int) -> ServerHandle:

@@ -14,7 +14,7 @@ from scripts.data_process import qa_search
 from verl.protocol import DataProto
 from verl.utils.dataset.rl_dataset import RLHFDataset, collate_fn
 from verl.utils.dataset.sampler import StatefulBatchIterator
-from zerosearch import tiny
+from tests.verl import tiny_models
 
 PAD = 0  # "<|endoftext|>" is the first special token of the tiny tokenizer
 
@@ -22,13 +22,13 @@ PAD = 0  # "<|endoftext|>" is the first special token of the tiny tokenizer
 @pytest.fixture(scope="module")
 def tokenizer():
     corpus = ["who wrote the play hamlet? william shakespeare wrote it.", "the capital of france is paris."] * 20
-    return tiny.build_tokenizer(corpus, vocab_size=320)
+    return tiny_models.tokenizer(corpus, vocab_size=320)
 
 
 @pytest.fixture(scope="module")
 def qa_parquet(tmp_path_factory):
     out = tmp_path_factory.mktemp("qa")
-    written = qa_search.main(["--train", str(tiny._default_data_dir() / "qa" / "bamboogle.jsonl"), "--test",
+    written = qa_search.main(["--train", str(tiny_models.REPO / "data" / "qa" / "bamboogle.jsonl"), "--test",
                               "--train-split-ratio", "1", "--out", str(out)])
     return written["train"]
 
@@ -58,7 +58,7 @@ def _ids(tokenizer, text):
 # ---------------------------------------------------------------------------------------------- dataset
 def test_row_is_chatml_prompt_left_padded(tokenizer, qa_parquet):
     ds = RLHFDataset(str(qa_parquet), tokenizer, _cfg())
-    first = json.loads((tiny._default_data_dir() / "qa" / "bamboogle.jsonl").read_text().splitlines()[0])
+    first = json.loads((tiny_models.REPO / "data" / "qa" / "bamboogle.jsonl").read_text().splitlines()[0])
     item = ds[0]
     content = item["prompt"][0]["content"]
     assert content.endswith("Question: " + first["question"].strip() + "\n")
@@ -197,7 +197,7 @@ def test_omegaconf_config(tokenizer, tmp_path):
     from omegaconf import OmegaConf
 
     path = _write(tmp_path / "d.parquet", [_row(0)])
-    cfg = OmegaConf.load(tiny._default_data_dir().parent / "verl" / "trainer" / "config" / "data" / "default.yaml")
+    cfg = OmegaConf.load(tiny_models.REPO / "verl" / "trainer" / "config" / "data" / "default.yaml")
     ds = RLHFDataset([str(path)], tokenizer, cfg)
     assert ds[0]["input_ids"].shape == (cfg.max_prompt_length,)
 

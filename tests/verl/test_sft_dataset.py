@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from verl.utils.dataset.sft_dataset import SFTDataset
-from zerosearch import tiny
+from tests.verl import tiny_models
 
 PAD, EOS = 0, 2  # "<|endoftext|>", "<|im_end|>" in the tiny tokenizer
 
@@ -15,7 +15,7 @@ PAD, EOS = 0, 2  # "<|endoftext|>", "<|im_end|>" in the tiny tokenizer
 @pytest.fixture(scope="module")
 def tokenizer():
     corpus = ["who wrote the play hamlet? william shakespeare wrote it.", "the capital of france is paris."] * 20
-    return tiny.build_tokenizer(corpus, vocab_size=320)
+    return tiny_models.tokenizer(corpus, vocab_size=320)
 
 
 def _cfg(**over):

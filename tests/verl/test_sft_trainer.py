@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from verl.trainer.sft_trainer import SFTTrainer, run_sft, sft_loss
-from zerosearch import tiny
+from tests.verl import tiny_models
 
 CONFIG = Path(__file__).resolve().parents[2] / "verl" / "trainer" / "config" / "sft_trainer.yaml"
 
@@ -32,8 +32,8 @@ PAIRS = [
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     texts = [p + " " + r for p, r in PAIRS] * 10
-    return tiny.build_tiny_model(tmp_path_factory.mktemp("sft_model") / "m", size="tiny", corpus_texts=texts,
-                                 seed=0, vocab_size=400)
+    return Path(tiny_models.model(tmp_path_factory.mktemp("sft_model") / "m", size="tiny", texts=texts, seed=0,
+                                  vocab_size=400))
 
 
 @pytest.fixture(scope="module")

@@ -289,7 +289,7 @@ def _read_questions(path: Path, questions: Sequence[Question]) -> list[Question]
 
 def prepare_world(out_dir: str | Path, seed: int = 0, *, n_people: int = 300, n_cities: int = 40,
                   n_companies: int = 150, test_fraction: float = 0.2, val_fraction: float = 0.1,
-                  model_size: str = "tiny",
+                  model_size: str = "tiny", simulation_model_size: str | None = None,
                   vocab_size: int | None = 2048, topk: int = 3, wrong_rate: float = 0.5,
                   warmstart_questions: int | None = None, skip_rate: float = 0.0,
                   practice_worlds: int = 0, counterfactual_worlds: int = 0,
@@ -300,7 +300,8 @@ def prepare_world(out_dir: str | Path, seed: int = 0, *, n_people: int = 300, n_
         seed: seeds the world, the split, the models' initial weights and the warm-start draws.
         n_people, n_cities, n_companies: size of the world.
         test_fraction, val_fraction: shares of the entity groups held out for test and val.
-        model_size: preset of ``zerosearch.tiny`` for both models (``tiny`` is the fastest).
+        model_size: preset of ``zerosearch.tiny`` for the policy, and for the simulation model
+            unless ``simulation_model_size`` names another (``tiny`` is the fastest).
         vocab_size: BPE vocabulary of the world tokenizer (None: the size preset's default).
         topk: documents per search in the warm-start demonstrations.
         wrong_rate: probability that a searching demonstration answers with a distractor.
@@ -364,7 +365,8 @@ def prepare_world(out_dir: str | Path, seed: int = 0, *, n_people: int = 300, n_
 
     texts = tokenizer_corpus(world, split_qs["train"], practice, topk)
     for kind in tiny.KINDS:
-        paths[f"{kind}_model"] = tiny.build_tiny_model(out / "models" / kind, model_size, corpus_texts=texts,
+        size = simulation_model_size if kind == "simulation" and simulation_model_size else model_size
+        paths[f"{kind}_model"] = tiny.build_tiny_model(out / "models" / kind, size, corpus_texts=texts,
                                                        seed=seed, vocab_size=vocab_size, kind=kind)
 
     train_questions = sft_questions
@@ -401,6 +403,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model-size", choices=sorted(tiny.SIZES), default="tiny")
+    parser.add_argument("--simulation-model-size", choices=sorted(tiny.SIZES), default=None,
+                        help="preset of the simulation model (default: --model-size)")
     parser.add_argument("--vocab-size", type=int, default=2048)
     parser.add_argument("--topk", type=int, default=3, help="documents per search in the demonstrations")
     parser.add_argument("--wrong-rate", type=float, default=0.5,
@@ -416,7 +420,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
                         help="copies of the world with redrawn facts whose training questions are demonstrated too")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    paths = prepare_world(args.out, args.seed, model_size=args.model_size, vocab_size=args.vocab_size,
+    paths = prepare_world(args.out, args.seed, model_size=args.model_size,
+                          simulation_model_size=args.simulation_model_size, vocab_size=args.vocab_size,
                           topk=args.topk, wrong_rate=args.wrong_rate, warmstart_questions=args.warmstart_questions,
                           skip_rate=args.skip_rate, practice_worlds=args.practice_worlds,
                           counterfactual_worlds=args.counterfactual_worlds, rl_fraction=args.rl_fraction)

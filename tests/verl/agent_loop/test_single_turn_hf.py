@@ -20,10 +20,10 @@ TEXTS = ["who wrote hamlet", "the quick brown fox jumps", "a b"]
 def model_and_tokenizer(tmp_path_factory):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from zerosearch.tiny import build_tiny_model
+    from tests.verl.tiny_models import model
 
     corpus = [f"{t} over the lazy dog {i}" for i in range(20) for t in TEXTS]
-    path = build_tiny_model(tmp_path_factory.mktemp("single_turn"), "tiny", corpus_texts=corpus, seed=1, vocab_size=320)
+    path = model(tmp_path_factory.mktemp("single_turn"), "tiny", corpus, seed=2, vocab_size=320)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     with torch.no_grad():
         model.lm_head.weight.mul_(10.0)  # a peaked distribution, closer to a trained model

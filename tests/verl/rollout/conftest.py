@@ -12,9 +12,11 @@ def tiny_model_dir(tmp_path_factory):
     """A tiny random Qwen2 whose greedy run on PROMPT_TEXTS[0] emits </search> by step BOOST_STEP."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from zerosearch.tiny import build_tiny_model
+    from tests.verl.tiny_models import AGENT_TAGS
+    from verl.utils.tiny_model import build_tiny_model
 
-    out = build_tiny_model(tmp_path_factory.mktemp("rollout_model"), "tiny", corpus_texts=CORPUS, seed=0, vocab_size=512)
+    out = build_tiny_model(tmp_path_factory.mktemp("rollout_model"), "tiny", list(CORPUS), torch_seed=0, vocab_size=512,
+                           added_tokens=AGENT_TAGS)
     tokenizer = AutoTokenizer.from_pretrained(out)
     model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
     with torch.no_grad():

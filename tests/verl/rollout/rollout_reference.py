@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-# Texts for the test tokenizer; tags such as </search> become single tokens (zerosearch.tiny).
+# Texts for the test tokenizer; tags such as </search> become single tokens (tests/verl/tiny_models.AGENT_TAGS).
 CORPUS = (
     ["Answer the given question. <think> I need to search for it. </think> <search> who wrote hamlet </search> "
      "<information> Doc 1: Hamlet is a tragedy written by William Shakespeare. </information> "

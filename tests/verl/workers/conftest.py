@@ -9,9 +9,9 @@ from verl.utils.torch_functional import compute_position_id_with_mask
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    from zerosearch.tiny import build_tiny_model
+    from tests.verl.tiny_models import model
 
-    return str(build_tiny_model(tmp_path_factory.mktemp("tiny_policy"), size="tiny", seed=0))
+    return model(tmp_path_factory.mktemp("tiny_policy"), size="tiny", seed=0)
 
 
 def build_batch(vocab: int, prompt_lens: list[int], resp_lens: list[int], P: int, R: int, seed: int = 0,

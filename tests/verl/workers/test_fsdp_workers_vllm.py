@@ -18,9 +18,9 @@ LOG_PROB_ATOL = 1e-3
 
 @pytest.fixture(scope="module")
 def tied_model_dir(tmp_path_factory):
-    from zerosearch.tiny import build_tiny_model
+    from tests.verl.tiny_models import model
 
-    return str(build_tiny_model(tmp_path_factory.mktemp("tied_policy"), size="tiny-tied", seed=0))
+    return model(tmp_path_factory.mktemp("tied_policy"), size="tiny-tied", seed=0)
 
 
 def test_vllm_rollout_follows_the_actor_through_streamed_syncs(tied_model_dir):

@@ -129,9 +129,9 @@ def _on_two_ranks(rank: int, configs: dict, model_dir: str, tied_dir: str, port:
 @pytest.mark.slow
 def test_only_rank0_reads_weights_and_every_rank_gets_them(tiny_model_dir, tmp_path):
     from verl.utils.distributed import get_free_port
-    from zerosearch.tiny import build_tiny_model
+    from tests.verl.tiny_models import model
 
-    tied_dir = str(build_tiny_model(tmp_path / "tied", size="tiny-tied", seed=1))
+    tied_dir = model(tmp_path / "tied", size="tiny-tied", seed=2)
     assert AutoConfig.from_pretrained(tied_dir).tie_word_embeddings
     one_thread = "trainer.cpu_threads_per_worker=1"
     configs = {

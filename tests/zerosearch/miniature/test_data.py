@@ -242,3 +242,15 @@ def test_counterfactual_worlds_demonstrate_training_questions_with_redrawn_facts
         assert sum(answers[0][q] != answers[i][q] for q in shared) > 0.5 * len(shared)
     with pytest.raises(ValueError, match="counterfactual_worlds"):
         data.prepare_world(tmp_path / "bad", seed=5, vocab_size=700, counterfactual_worlds=-1, **sizes)
+
+
+def test_the_simulation_model_can_have_its_own_preset(tmp_path):
+    """simulation_model_size: the policy gets model_size's layers, the simulator the other preset's."""
+    sizes = dict(n_people=20, n_cities=5, n_companies=8)
+    paths = data.prepare_world(tmp_path, seed=5, vocab_size=600, topk=1, model_size="tiny-deep",
+                               simulation_model_size="tiny-mha", **sizes)
+    policy = json.loads((paths["policy_model"] / "config.json").read_text())
+    simulator = json.loads((paths["simulation_model"] / "config.json").read_text())
+    # tiny-deep: 4 layers of 4 heads; tiny-mha: 2 layers of 2 heads (zerosearch/tiny.py SIZES)
+    assert (policy["num_hidden_layers"], policy["num_attention_heads"]) == (4, 4)
+    assert (simulator["num_hidden_layers"], simulator["num_attention_heads"]) == (2, 2)
