@@ -45,6 +45,7 @@ import numpy as np
 from zerosearch.prompts import SIMULATION_MODES, build_simulation_prompt, render_simulate_prompt, simulation_messages
 from zerosearch.tools.base import NO_INFORMATION, SearchRequest, SearchResult, SearchTool, require_int, require_number
 from zerosearch.tools.endpoints import derive_seed, parse_endpoints
+from zerosearch.tools.http_pool import HTTPPool
 from zerosearch.tools.retry import (
     MalformedResponseError,
     RetryPolicy,
@@ -163,8 +164,7 @@ class SimulationSearchTool(SearchTool):
             raise ValueError(f"SimulationSearchTool: prompt_templates keys must be 'useful' / 'noisy', got {unknown}")
         self.policy = RetryPolicy(timeout=timeout, max_retries=max_retries, backoff=backoff)
         self._counter = 0
-        self._session: aiohttp.ClientSession | None = None
-        self._semaphore: asyncio.Semaphore | None = None
+        self._http = HTTPPool(self.concurrency, self.policy.timeout)
 
     def describe(self) -> str:
         return f"{self.mode} simulation server(s) {', '.join(self.endpoints)} ({self.protocol}, model {self.model!r})"
@@ -262,18 +262,8 @@ class SimulationSearchTool(SearchTool):
         return text
 
     async def _ensure_session(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
-        """The pooled session (one connector of ``concurrency`` connections, created on the tool's
-        loop, which it is bound to) and the semaphore that bounds the requests in flight."""
-        if self._session is None:
-            # trust_env stays False (aiohttp's default): no per-request proxy/netrc look-ups, and
-            # HTTP(S)_PROXY from the environment does not apply to the search servers.
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.concurrency),
-                timeout=aiohttp.ClientTimeout(total=self.policy.timeout),
-            )
-            self._semaphore = asyncio.Semaphore(self.concurrency)
-        assert self._semaphore is not None
-        return self._session, self._semaphore
+        """The tool's pooled session and the semaphore that bounds the requests in flight."""
+        return await self._http.get()
 
     async def _one(self, request: SearchRequest, prompt: str, number: int) -> SearchResult:
         session, semaphore = await self._ensure_session()
@@ -312,6 +302,4 @@ class SimulationSearchTool(SearchTool):
         return list(await asyncio.gather(*(self._one(r, p, first + k) for k, (r, p) in enumerate(zip(requests, prompts)))))
 
     async def _aclose(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        await self._http.close()

@@ -26,6 +26,7 @@ import aiohttp
 from zerosearch.tools.base import NO_INFORMATION, SearchRequest, SearchResult, SearchTool, require_int
 from zerosearch.tools.documents import format_documents, format_passage
 from zerosearch.tools.endpoints import parse_endpoints
+from zerosearch.tools.http_pool import HTTPPool
 from zerosearch.tools.retry import (
     MalformedResponseError,
     RetryPolicy,
@@ -92,8 +93,7 @@ class WikiSearchTool(SearchTool):
         self.policy = RetryPolicy(timeout=timeout, max_retries=max_retries, backoff=backoff)
         self._rng = random.Random(self.seed)
         self._chunks_sent = 0
-        self._session: aiohttp.ClientSession | None = None
-        self._semaphore: asyncio.Semaphore | None = None
+        self._http = HTTPPool(self.concurrency, self.policy.timeout)
 
     def describe(self) -> str:
         return f"wiki retrieval server(s) {', '.join(self.endpoints)}"
@@ -105,18 +105,8 @@ class WikiSearchTool(SearchTool):
         return (self.name, request.query)
 
     async def _ensure_session(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
-        """The pooled session (created on the tool's loop, which it is bound to) and the semaphore
-        that bounds the chunks in flight."""
-        if self._session is None:
-            # trust_env stays False (aiohttp's default): no per-request proxy/netrc look-ups, and
-            # HTTP(S)_PROXY from the environment does not apply to the search servers.
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.concurrency),
-                timeout=aiohttp.ClientTimeout(total=self.policy.timeout),
-            )
-            self._semaphore = asyncio.Semaphore(self.concurrency)
-        assert self._semaphore is not None
-        return self._session, self._semaphore
+        """The tool's pooled session and the semaphore that bounds the requests in flight."""
+        return await self._http.get()
 
     async def _chunk(self, queries: list[str], number: int) -> tuple[list[str] | None, str | None, bool, float]:
         """(documents per query, None, False, latency), or (None, error, malformed, latency) where
@@ -167,6 +157,4 @@ class WikiSearchTool(SearchTool):
         return [dataclasses.replace(by_query[r.query]) for r in requests]
 
     async def _aclose(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        await self._http.close()
