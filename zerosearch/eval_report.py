@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from verl.trainer.ppo import scoring
-from verl.trainer.ppo.scoring import AVERAGES
+from verl.trainer.ppo.scoring import AVERAGES, plain_json
 
 SCORE_KEYS = ("em", "sub_em", "f1")
 RECORD_KEYS = (
@@ -50,23 +50,12 @@ def markdown_table(results: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plain(value: Any) -> Any:
-    """numpy scalars / arrays (as found in DataProto non-tensors) -> plain JSON values."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
 def write_records(path: str | os.PathLike, records: Sequence[dict]) -> Path:
     """One JSON object per line (UTF-8, keys in ``RECORD_KEYS`` order first)."""
     path = Path(path)
     with path.open("w", encoding="utf-8") as f:
         for rec in records:
-            f.write(json.dumps({k: _plain(v) for k, v in rec.items()}, ensure_ascii=False) + "\n")
+            f.write(json.dumps({k: plain_json(v) for k, v in rec.items()}, ensure_ascii=False) + "\n")
     return path
 
 

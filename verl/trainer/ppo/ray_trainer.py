@@ -127,7 +127,6 @@ class RayPPOTrainer:
         self.kl_ctrl = core_algos.get_kl_controller(config.algorithm.kl_ctrl)
         self.ckpt = CheckpointManager(config.trainer.default_local_dir, config.trainer.max_ckpt_to_keep)
         self.n_devices = int(config.trainer.nnodes) * int(config.trainer.n_gpus_per_node)
-        self.n_actor_ranks = actor_rollout_wg.world_size
         self.resource_pools: list = []
 
     def shutdown(self) -> None:
@@ -302,6 +301,7 @@ class RayPPOTrainer:
     def train_step(self, batch: DataProto) -> dict[str, float]:
         """One PPO-family step on a batch of prompts; returns its metrics."""
         cfg = self.config
+        actor = self.actor_rollout_wg
         timing: dict[str, float] = {}
         metrics: dict[str, float] = {}
         with marked_timer("step", timing):
@@ -312,7 +312,7 @@ class RayPPOTrainer:
             with marked_timer("rollout", timing):
                 batch = self.agent_loop.run(batch, self.generate, step=self.global_step, validate=False)
             with marked_timer("sleep_rollout", timing):
-                self.actor_rollout_wg.sleep_rollout()
+                actor.sleep_rollout()
             add_metrics(timing, batch.meta_info.pop("timing", {}), "the agent loop's timing")
             add_metrics(metrics, batch.meta_info.pop("metrics", {}), "the agent loop")
 
@@ -324,7 +324,7 @@ class RayPPOTrainer:
 
             # 3. log-probs of the current policy, the reference, and values
             with marked_timer("old_log_prob", timing):
-                old = per_row_call(self.actor_rollout_wg.compute_log_prob, self.n_actor_ranks, batch)
+                old = per_row_call(actor.compute_log_prob, actor.world_size, batch)
                 batch = batch.union(old.select(batch_keys=["old_log_probs"]))
                 mask = batch.batch["response_mask"].bool()
                 if "entropys" in old.batch:
@@ -334,8 +334,8 @@ class RayPPOTrainer:
                     metrics["actor/rollout_old_logprob_abs_diff"] = float(diff.mean())
             if self.use_reference:
                 with marked_timer("ref", timing):
-                    batch = batch.union(per_row_call(self.actor_rollout_wg.compute_ref_log_prob, self.n_actor_ranks,
-                                                     batch).select(batch_keys=["ref_log_prob"]))
+                    batch = batch.union(per_row_call(actor.compute_ref_log_prob, actor.world_size, batch)
+                                        .select(batch_keys=["ref_log_prob"]))
             if self.use_critic:
                 with marked_timer("values", timing):
                     batch = batch.union(per_row_call(self.critic_wg.compute_values, self.critic_wg.world_size, batch)
@@ -344,7 +344,8 @@ class RayPPOTrainer:
             # 4. KL (in the reward for PPO; as a loss term inside the actor otherwise) and advantages
             with marked_timer("adv", timing):
                 if cfg.algorithm.use_kl_in_reward:
-                    add_metrics(metrics, apply_kl_penalty(batch, self.kl_ctrl, cfg.algorithm.kl_penalty), "KL in reward")
+                    add_metrics(metrics, apply_kl_penalty(batch, self.kl_ctrl, cfg.algorithm.kl_penalty),
+                                "KL in reward")
                 else:
                     batch.batch["token_level_rewards"] = batch.batch["token_level_scores"]
                 compute_advantage(batch, self.estimator, cfg.algorithm)
@@ -356,12 +357,12 @@ class RayPPOTrainer:
                                 "update_critic")
             if self.global_step > int(cfg.trainer.critic_warmup):
                 with marked_timer("update_actor", timing):
-                    actor_metrics = update_call(self.actor_rollout_wg.update_actor, self.n_actor_ranks, batch)
+                    actor_metrics = update_call(actor.update_actor, actor.world_size, batch)
                 add_metrics(metrics, actor_metrics, "update_actor")
 
         add_metrics(metrics, compute_data_metrics(batch, self.use_critic), "data metrics")
         add_metrics(metrics, compute_timing_metrics(timing), "timing")
         if cfg.trainer.device == "cuda":  # peak GPU memory per phase, largest over ranks
-            add_metrics(metrics, max_over_ranks(self.actor_rollout_wg.memory_metrics()), "memory")
+            add_metrics(metrics, max_over_ranks(actor.memory_metrics()), "memory")
         add_metrics(metrics, compute_throughput_metrics(batch, timing["step"], self.n_devices), "throughput")
         return metrics

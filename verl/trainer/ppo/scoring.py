@@ -40,13 +40,15 @@ def rollout_and_score(agent_loop: AgentLoopBase, generate: GenerateFn,
     return out, extras
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()]
+def plain_json(value: Any) -> Any:
+    """numpy arrays and scalars (as DataProto non-tensors hold them), tensors, lists, tuples and
+    dicts, recursively -> plain JSON values."""
+    if hasattr(value, "tolist"):  # numpy arrays and scalars, tensors
+        return plain_json(value.tolist())
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
+        return [plain_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain_json(v) for k, v in value.items()}
     return value
 
 
@@ -55,9 +57,10 @@ def trajectory_records(out: DataProto, extras: dict[str, Sequence[float]], token
     """One record per row of an agent-loop output ``out`` (tensors ``prompts`` (B, P) left-padded,
     ``responses`` (B, R), ``attention_mask`` (B, P+R)).
 
-    Keys: ``uid``, ``data_source`` (None / "unknown" when the batch has none), ``prompt`` and
-    ``trajectory`` (decoded, special tokens kept), each score of ``extras`` as a float, then each
-    non-tensor column in ``columns`` the batch has, as plain JSON values.
+    Keys: ``uid`` (None when the batch has no ``uid`` column), ``data_source`` ("unknown" when it
+    has no ``data_source`` column), ``prompt`` and ``trajectory`` (decoded, special tokens kept),
+    each score of ``extras`` as a float, then each non-tensor column in ``columns`` the batch has,
+    as plain JSON values.
     """
     nt = out.non_tensor_batch
     width = out.batch["prompts"].shape[1]
@@ -67,7 +70,7 @@ def trajectory_records(out: DataProto, extras: dict[str, Sequence[float]], token
         prompt_ids = out.batch["prompts"][i][mask[:width]].tolist()
         response_ids = out.batch["responses"][i][mask[width:]].tolist()
         rec: dict[str, Any] = {
-            "uid": _plain(nt["uid"][i]) if "uid" in nt else None,
+            "uid": plain_json(nt["uid"][i]) if "uid" in nt else None,
             "data_source": str(nt["data_source"][i]) if "data_source" in nt else "unknown",
             "prompt": tokenizer.decode(prompt_ids, skip_special_tokens=False),
             "trajectory": tokenizer.decode(response_ids, skip_special_tokens=False),
@@ -76,7 +79,7 @@ def trajectory_records(out: DataProto, extras: dict[str, Sequence[float]], token
             rec[name] = float(values[i])
         for col in columns:
             if col in nt:
-                rec[col] = _plain(nt[col][i])
+                rec[col] = plain_json(nt[col][i])
         records.append(rec)
     return records
 
