@@ -22,7 +22,7 @@ $(VENV)/.installed: setup.py
 venv: $(VENV)/.installed
 
 demo: venv
-	$(PY) -m zerosearch.demo
+	$(PY) -m zerosearch.miniature.demo
 
 test: venv
 	$(PY) -m pytest tests $(PYTEST_ARGS)

@@ -41,7 +41,7 @@ SPECS = [
 def cpu_rollout_engine() -> str:
     """The engine a CPU run of ours uses by default (the launcher's ``ROLLOUT_ENGINE auto`` rule),
     with the environment the launcher gives vLLM-CPU."""
-    from zerosearch.launch import auto_rollout_engine, vllm_cpu_environment
+    from zerosearch.launch.train import auto_rollout_engine, vllm_cpu_environment
 
     engine = auto_rollout_engine("cpu")
     if engine == "vllm":

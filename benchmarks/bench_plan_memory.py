@@ -1,7 +1,7 @@
 """Row 9, the memory plan against a measurement: plan ÷ measured peak memory of the update and
 log-prob phases, a ~100M model on CPU.
 
-The launcher's settings for a CPU GRPO run (``zerosearch.launch``: FSDP on one gloo rank, gradient
+The launcher's settings for a CPU GRPO run (``zerosearch.launch.train``: FSDP on one gloo rank, gradient
 checkpointing, reference policy, hf rollout engine) with ``ROWS`` trajectories of the full
 ``PROMPT`` + ``RESPONSE`` length compose the trainer config; ``verl.utils.memory_plan`` predicts
 each phase's peak from it and the model's config.json. The real ``ActorRolloutRefWorker`` then
@@ -66,7 +66,7 @@ class PeakResident:
 def launcher_config(model, workdir):
     """The trainer config the launcher composes for this CPU GRPO run."""
     from verl.trainer.main_ppo import load_config
-    from zerosearch.launch import parse_launch_args
+    from zerosearch.launch.train import parse_launch_args
 
     plan = parse_launch_args("grpo", [
         "MODEL_PATH", str(model), "DATA_PATH", str(workdir / "unused"), "DEVICE", "cpu", "ROLLOUT_ENGINE", "hf",

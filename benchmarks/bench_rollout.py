@@ -10,7 +10,7 @@
     questions, at batch 8, 32 and 128 (``NEW_TOKENS`` sampled tokens per row, no stop strings).
 2c. The default engine's tokens/s ÷ the other's at the default batch (``data.train_batch_size`` x
     ``rollout.n`` of the trainer config). The default engine is the launcher's ``ROLLOUT_ENGINE=auto``
-    (``zerosearch.launch.auto_rollout_engine``: vllm on cuda; on cpu vllm when vLLM is importable, else hf).
+    (``zerosearch.launch.train.auto_rollout_engine``: vllm on cuda; on cpu vllm when vLLM is importable, else hf).
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ SPECS = [
 
 
 def default_engine(device: str) -> str:
-    """What ``ROLLOUT_ENGINE=auto`` picks on ``device``: the launcher's own rule (zerosearch.launch)."""
-    from zerosearch.launch import auto_rollout_engine
+    """What ``ROLLOUT_ENGINE=auto`` picks on ``device``: the launcher's own rule (zerosearch.launch.train)."""
+    from zerosearch.launch.train import auto_rollout_engine
 
     return auto_rollout_engine(device)
 
@@ -212,7 +212,7 @@ def measure_engines(ctx: BenchContext, prompts_for) -> dict[str, dict[int, float
         rollout_cfg = OmegaConf.to_container(cfg.actor_rollout_ref.rollout)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cpu":  # as the launcher does for vLLM-CPU: every core, none reserved
-            from zerosearch.launch import vllm_cpu_environment
+            from zerosearch.launch.train import vllm_cpu_environment
 
             for key, value in {**vllm_cpu_environment(), "VLLM_CPU_KVCACHE_SPACE": "2"}.items():
                 os.environ.setdefault(key, value)

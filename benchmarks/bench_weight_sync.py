@@ -173,7 +173,7 @@ def measure(ctx: BenchContext, record: Recorder) -> None:
     from benchmarks.bench_rollout import trainer_config
     from benchmarks.models import random_policy
     from verl.workers.rollout.vllm_rollout import VLLMRollout
-    from zerosearch.launch import vllm_cpu_environment
+    from zerosearch.launch.train import vllm_cpu_environment
 
     map_large_allocations()
     path = random_policy(ctx.workdir, "100m")

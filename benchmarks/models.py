@@ -1,6 +1,6 @@
 """The models the benchmark runs on, built offline into the run's scratch folder (once per run).
 
-- ``random_policy(workdir, size)``: ``zerosearch.tiny.build_tiny_model`` (random Qwen2, own BPE).
+- ``random_policy(workdir, size)``: ``zerosearch.miniature.tiny.build_tiny_model`` (random Qwen2, own BPE).
 - ``primed_policy(workdir)``: the ``tiny`` model after a short supervised warm-up on real
   questions written in the search format (``<think>..</think><search> first words of the
   question </search>``, then after a short observation ``<think>..</think><answer> gold answer
@@ -30,7 +30,7 @@ QA_FILE = REPO_ROOT / "data" / "qa" / "nq.jsonl"
 
 def random_policy(workdir: Path, size: str) -> Path:
     """A random Qwen2 of preset ``size`` (tiny | small | 100m) under ``workdir/models/size``."""
-    from zerosearch.tiny import build_tiny_model
+    from zerosearch.miniature.tiny import build_tiny_model
 
     out = Path(workdir) / "models" / size
     if not (out / "config.json").is_file():

@@ -66,7 +66,7 @@ TABLE="$OUT/smoke_table.md"
 { echo "# GPU smoke run, $(date -u +%Y-%m-%dT%H:%MZ)"; echo; echo "$NGPU x $GPU_NAME ($GPU_GIB GiB); command: bash scripts/gpu_smoke.sh $*"; echo; } > "$TABLE"
 if [[ -z "$SIMULATOR" ]]; then
     SIMULATOR="$OUT/models/simulator"
-    [[ -f "$SIMULATOR/config.json" ]] || "$PY" -m zerosearch.tiny --out "$SIMULATOR" --size small --kind simulation
+    [[ -f "$SIMULATOR/config.json" ]] || "$PY" -m zerosearch.miniature.tiny --out "$SIMULATOR" --size small --kind simulation
 fi
 [[ -f "$OUT/data/train.parquet" ]] || "$PY" "$ROOT/scripts/data_process/qa_search.py" --out "$OUT/data"
 
@@ -81,7 +81,7 @@ bash "$ROOT/scripts/launch_simulation_server.sh" "$SIMULATOR" ENGINE vllm PORT "
 failed=0
 for S in $SHAPES; do
     POLICY="$OUT/models/qwen2.5-$S"
-    [[ -f "$POLICY/config.json" ]] || "$PY" -m zerosearch.tiny --shape "$ROOT/configs/models/qwen2.5-$S.json" --out "$POLICY"
+    [[ -f "$POLICY/config.json" ]] || "$PY" -m zerosearch.miniature.tiny --shape "$ROOT/configs/models/qwen2.5-$S.json" --out "$POLICY"
     ARGS=(MODEL_PATH "$POLICY" DATA_PATH "$OUT/data" DEVICE cuda ROLLOUT_ENGINE vllm NUM_GPUS_PER_NODE "$NGPU"
           TRAIN_BATCH_SIZE $((16 * NGPU)) N_AGENT 5 MAX_TURNS "$TURNS" MAX_PROMPT_LENGTH 2048 MAX_RESPONSE_LENGTH 4096
           MAX_NEW_TOKENS 500 TOTAL_STEPS "$STEPS" SEARCH_MODE simulate_sft IP 127.0.0.1 PORT "$PORT"

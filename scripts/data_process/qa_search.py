@@ -2,7 +2,7 @@
 
 Input: QA jsonl files (the format of ``data/qa/*.jsonl``). Output: ``OUT/train.parquet`` and
 ``OUT/test.parquet`` in the ZeroSearch / Search-R1 schema; the rows, their ``uid`` and the checks
-against duplicate ids and train/test leakage are described in ``zerosearch/qa_rows.py``.
+against duplicate ids and train/test leakage are described in ``zerosearch/data/qa_rows.py``.
 
 Splitting: every row of a ``--test`` file goes to test. A ``--train`` file gives a seeded
 ``--train-split-ratio`` share of its rows to train and holds out the rest for test.
@@ -26,7 +26,7 @@ from typing import Sequence
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from zerosearch.qa_rows import (  # noqa: E402,F401  (re-exported for callers of this script's module)
+from zerosearch.data.qa_rows import (  # noqa: E402,F401  (re-exported for callers of this script's module)
     ABILITY, DEFAULT_QA_DIR, DEFAULT_TEST_SOURCES, DEFAULT_TRAIN_SOURCES, DEFAULT_TRAIN_SPLIT_RATIO, SCHEMA,
     build_splits, make_row, read_qa_jsonl, split_train_file, write_parquet)
 

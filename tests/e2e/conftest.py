@@ -10,7 +10,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
-    from zerosearch.tiny import build_tiny_model
+    from zerosearch.miniature.tiny import build_tiny_model
 
     return str(build_tiny_model(tmp_path_factory.mktemp("models") / "tiny_policy", size="tiny", seed=0))
 

@@ -1,4 +1,4 @@
-"""The CPU miniature (``python -m zerosearch.demo``) as CI runs it: every stage of configs/demo.yaml
+"""The CPU miniature (``python -m zerosearch.miniature.demo``) as CI runs it: every stage of configs/demo.yaml
 with its step counts, its servers and launchers, shortened only by leaving out the fixed-noise
 ablation. Checks the output contract (table printed, results.json keys, PNG curves, servers
 stopped), that the RL runs trained and exported their policies, the baselines' sanity (the scripted
@@ -56,7 +56,7 @@ MAJORITY_EM_BELOW = 0.15  # the majority answer per kind: ~0.04
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    proc = subprocess.run([sys.executable, "-m", "zerosearch.demo", f"out_dir={out}", *SHORT], cwd=REPO,
+    proc = subprocess.run([sys.executable, "-m", "zerosearch.miniature.demo", f"out_dir={out}", *SHORT], cwd=REPO,
                           capture_output=True, text=True, timeout=3000)
     assert proc.returncode == 0, f"demo failed (rc {proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return out, proc.stdout

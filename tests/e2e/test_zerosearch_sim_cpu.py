@@ -29,7 +29,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def sim_server(tmp_path_factory):
     from tests.e2e.bigram_models import rewire_as_bigram
-    from zerosearch.tiny import build_tiny_model
+    from zerosearch.miniature.tiny import build_tiny_model
 
     root = tmp_path_factory.mktemp("sim")
     model = rewire_as_bigram(build_tiny_model(root / "simulator", size="tiny", kind="simulation", seed=1), SIM_TEXT)

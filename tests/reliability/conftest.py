@@ -24,7 +24,7 @@ def fault_server_factory():
 
 @pytest.fixture(scope="session")
 def small_tokenizer():
-    from zerosearch.tiny import build_tokenizer
+    from zerosearch.miniature.tiny import build_tokenizer
 
     texts = ["question number answer document search result for the query seed"] * 20
     return build_tokenizer(texts, vocab_size=300)

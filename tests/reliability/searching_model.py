@@ -1,6 +1,6 @@
 """A tiny Qwen2 policy that always searches, so trainer-level tests exercise the search path.
 
-The random tiny model of ``zerosearch.tiny`` almost never writes ``<search>...</search>``. This
+The random tiny model of ``zerosearch.miniature.tiny`` almost never writes ``<search>...</search>``. This
 module rewires it into a bigram model: with every attention output projection and MLP down
 projection set to zero, the last hidden state is ``RMSNorm(embedding(last token))``, so the next
 token depends on the last token only. A few tokens then get orthogonal embeddings and a large
@@ -31,7 +31,7 @@ def build_searching_model(out_dir: str | Path, seed: int = 0) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from zerosearch.tiny import build_tiny_model
+    from zerosearch.miniature.tiny import build_tiny_model
 
     out = build_tiny_model(out_dir, size="tiny", seed=seed)
     tok = AutoTokenizer.from_pretrained(out)

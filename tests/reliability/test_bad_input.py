@@ -4,7 +4,7 @@ config key or the row; nothing is silently dropped or replaced.
 The data and model cases go through the trainer's own entry (``load_config`` + ``build_trainer``
 with the ZeroSearch config), which validates everything before Ray starts; Ray is stubbed out so
 that a case that slipped through fails here instead of starting a cluster. The dataset's unit
-tests (tests/verl/test_rl_dataset.py) cover each malformed row shape in detail.
+tests (tests/verl/utils/dataset/test_rl_dataset.py) cover each malformed row shape in detail.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from reliability_helpers import SearchingPolicy, agent_config, char_tokenizer_wi
 import verl.trainer.main_ppo as main_ppo
 from verl.trainer.main_ppo import build_trainer, load_config
 from zerosearch.agent import SearchAgentLoop
-from zerosearch.launch import parse_launch_args
-from zerosearch.launch_keys import LaunchArgumentError
+from zerosearch.launch.train import parse_launch_args
+from zerosearch.launch.keys import LaunchArgumentError
 
 CONFIGS = str(Path(__file__).resolve().parents[2] / "configs")
 

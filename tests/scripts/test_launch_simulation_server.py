@@ -26,7 +26,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from zerosearch.tiny import build_tiny_model
+    from zerosearch.miniature.tiny import build_tiny_model
 
     return str(build_tiny_model(tmp_path_factory.mktemp("launch") / "tiny", size="tiny", corpus_texts=CORPUS,
                                 vocab_size=512, kind="simulation"))

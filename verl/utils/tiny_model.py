@@ -4,7 +4,7 @@ Tests and CPU runs need a causal LM that loads in transformers and in vLLM witho
 This module trains a byte-level BPE tokenizer on given texts, wraps it as a
 ``PreTrainedTokenizerFast`` with a ChatML chat template, and saves it next to a randomly
 initialised ``Qwen2ForCausalLM``. It knows nothing about any method: the texts and the extra
-tokens come from the caller (``zerosearch/tiny.py`` adds the search tags and its corpora).
+tokens come from the caller (``zerosearch/miniature/tiny.py`` adds the search tags and its corpora).
 
 Tokenizer (byte-level BPE with the NFC normaliser and pre-tokeniser of transformers' Qwen2
 tokenizer, so it encodes the same whichever class loads the folder):

@@ -4,7 +4,7 @@ kind, and a scripted reader (the pipeline's upper bound).
 - ``majority``: every question of a kind gets the most frequent gold answer of that kind among the
   *training* questions (ties: alphabetical). What a policy that never searches could at best
   get by guessing by kind.
-- ``scripted``: a rule-based policy run through the real evaluation loop (``zerosearch.evaluate``
+- ``scripted``: a rule-based policy run through the real evaluation loop (``zerosearch.evaluation.evaluate``
   with the real retrieval server): it searches the question itself; for a two-hop question it
   reads the founder out of the company's paragraph and searches "Where was FOUNDER born?"; then it
   reads the answer out of the paragraph of the entity asked about with the world's sentence
@@ -12,7 +12,7 @@ kind, and a scripted reader (the pipeline's upper bound).
   what a policy that searched and read perfectly would score with these settings.
 
 Command line (writes ``OUT/majority/records.jsonl`` and ``OUT/scripted/records.jsonl``, the
-evaluation record schema of ``zerosearch.eval_report``)::
+evaluation record schema of ``zerosearch.evaluation.report``)::
 
     python -m zerosearch.miniature.baselines --world WORLD_DIR --split test --retriever-port P [--out OUT]
 """
@@ -101,7 +101,7 @@ def scripted_turn(context: str) -> str:
 
 
 class ScriptedPolicy:
-    """``generate`` for ``zerosearch.evaluate``: each turn is ``scripted_turn`` (log-probs 0)."""
+    """``generate`` for ``zerosearch.evaluation.evaluate``: each turn is ``scripted_turn`` (log-probs 0)."""
 
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
@@ -147,8 +147,8 @@ def run(world_dir: str | Path, split: str, out_dir: str | Path, retriever_host: 
     """Write both baselines' records for ``split`` of the world in ``world_dir``; returns their paths."""
     from transformers import AutoTokenizer
 
-    from zerosearch.eval_report import write_outputs
-    from zerosearch.evaluate import evaluate
+    from zerosearch.evaluation.report import write_outputs
+    from zerosearch.evaluation.evaluate import evaluate
 
     world, out = Path(world_dir), Path(out_dir)
     questions = _jsonl(world / f"{split}.jsonl")

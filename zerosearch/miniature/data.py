@@ -13,7 +13,7 @@ Output folder (``prepare_world(out_dir, seed)`` returns these paths by name)::
                             "data_source", "kind"}; held out by entity groups (see
                             ``world.split_questions``): val for design choices, test scored last
     world.json              the world itself
-    train.parquet, val.parquet, test.parquet   ZeroSearch rows (zerosearch/qa_rows.py's builder)
+    train.parquet, val.parquet, test.parquet   ZeroSearch rows (zerosearch/data/qa_rows.py's builder)
     models/policy/, models/simulation/   tiny Qwen2 models sharing one tokenizer trained on the
                             training split's text (its paragraphs, questions and answers) and on
                             every prompt format they will see
@@ -90,8 +90,9 @@ from typing import Collection, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from zerosearch import qa_rows as qa_search
-from zerosearch import prompts, tiny
+from zerosearch.data import qa_rows as qa_search
+from zerosearch import prompts
+from zerosearch.miniature import tiny
 from zerosearch.miniature.world import (OCCUPATIONS, SPLITS, Question, World, build_questions, build_world,
                                         draw_name_pools, entity_groups, qa_line, redraw_facts,
                                         split_entities, write_world)
@@ -300,7 +301,7 @@ def prepare_world(out_dir: str | Path, seed: int = 0, *, n_people: int = 300, n_
         seed: seeds the world, the split, the models' initial weights and the warm-start draws.
         n_people, n_cities, n_companies: size of the world.
         test_fraction, val_fraction: shares of the entity groups held out for test and val.
-        model_size: preset of ``zerosearch.tiny`` for the policy, and for the simulation model
+        model_size: preset of ``zerosearch.miniature.tiny`` for the policy, and for the simulation model
             unless ``simulation_model_size`` names another (``tiny`` is the fastest).
         vocab_size: BPE vocabulary of the world tokenizer (None: the size preset's default).
         topk: documents per search in the warm-start demonstrations.

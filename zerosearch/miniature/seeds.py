@@ -1,4 +1,4 @@
-"""The demo's claim across seeds: one row per run (``results.json`` of ``python -m zerosearch.demo``)
+"""The demo's claim across seeds: one row per run (``results.json`` of ``python -m zerosearch.miniature.demo``)
 with each policy's EM, then the mean and the sample standard deviation over the runs::
 
     python -m zerosearch.miniature.seeds outputs/demo_seed0 outputs/demo_seed1 outputs/demo_seed2
@@ -23,7 +23,7 @@ CLAIMS = ("sim_trained - warm_start", "real_trained - warm_start", "sim_trained 
 def load(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / "results.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no results.json (run python -m zerosearch.demo out_dir={run_dir})")
+        raise FileNotFoundError(f"{path}: no results.json (run python -m zerosearch.miniature.demo out_dir={run_dir})")
     return json.loads(path.read_text(encoding="utf-8"))
 
 

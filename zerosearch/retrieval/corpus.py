@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from typing import Iterable
 
-from zerosearch.jsonl import iter_jsonl
+from zerosearch.data.jsonl import iter_jsonl
 
 FORMAT_TITLE_TEXT = "title_text"
 FORMAT_CONTENTS = "contents"

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from zerosearch.jsonl import iter_jsonl
+from zerosearch.data.jsonl import iter_jsonl
 
 logger = logging.getLogger(__name__)
 

@@ -251,6 +251,6 @@ def test_the_simulation_model_can_have_its_own_preset(tmp_path):
                                simulation_model_size="tiny-mha", **sizes)
     policy = json.loads((paths["policy_model"] / "config.json").read_text())
     simulator = json.loads((paths["simulation_model"] / "config.json").read_text())
-    # tiny-deep: 4 layers of 4 heads; tiny-mha: 2 layers of 2 heads (zerosearch/tiny.py SIZES)
+    # tiny-deep: 4 layers of 4 heads; tiny-mha: 2 layers of 2 heads (zerosearch/miniature/tiny.py SIZES)
     assert (policy["num_hidden_layers"], policy["num_attention_heads"]) == (4, 4)
     assert (simulator["num_hidden_layers"], simulator["num_attention_heads"]) == (2, 2)

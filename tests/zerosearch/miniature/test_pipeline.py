@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from zerosearch.demo import (DEFAULT_CONFIG, _score_from_records, comparisons, load_demo_config, results_table,
+from zerosearch.miniature.demo import (DEFAULT_CONFIG, _score_from_records, comparisons, load_demo_config, results_table,
                              resume_command)
 from zerosearch.miniature.pipeline import StageError, StageRunner, last_log_line, wait_healthy
 
@@ -54,8 +54,8 @@ def test_comparisons_pair_questions_by_id():
 
 def test_resume_command_keeps_the_overrides():
     assert resume_command(str(DEFAULT_CONFIG), ["seed=1", "resume=false"]) == \
-        "python -m zerosearch.demo seed=1 resume=true"
-    assert resume_command("my.yaml", []) == "python -m zerosearch.demo --config my.yaml resume=true"
+        "python -m zerosearch.miniature.demo seed=1 resume=true"
+    assert resume_command("my.yaml", []) == "python -m zerosearch.miniature.demo --config my.yaml resume=true"
 
 
 def test_stage_failure_names_the_log_and_timeout_stops_the_child(tmp_path):

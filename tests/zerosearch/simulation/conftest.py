@@ -18,7 +18,7 @@ CORPUS = [
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    from zerosearch.tiny import build_tiny_model
+    from zerosearch.miniature.tiny import build_tiny_model
 
     return str(build_tiny_model(tmp_path_factory.mktemp("sim") / "tiny", size="tiny", corpus_texts=CORPUS,
                                 vocab_size=512, kind="simulation"))

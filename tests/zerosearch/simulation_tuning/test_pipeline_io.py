@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from safetensors.torch import load_file
 
 from verl.workers.rollout.base import GenerationOutput
-from zerosearch import tiny
+from zerosearch.miniature import tiny
 from zerosearch.miniature import world as world_mod
 from zerosearch.miniature.data import world_texts
 from zerosearch.retrieval.background import BackgroundServer

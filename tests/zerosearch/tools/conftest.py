@@ -40,7 +40,8 @@ QWEN2_STYLE_TEMPLATE = (
 @pytest.fixture(scope="session")
 def qwen2_style_tokenizer_dir(tmp_path_factory):
     """A small byte-level BPE tokenizer (built offline) with the Qwen2-style template, saved."""
-    from zerosearch import prompts, tiny
+    from zerosearch import prompts
+    from zerosearch.miniature import tiny
 
     texts = [prompts.simulate_sft_prompt(f"query {i}", f"question number {i}?", f"answer{i}", i % 2 == 1)
              for i in range(8)]

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from verl.utils import memory_plan as mp
-from zerosearch import launch, tiny
+from zerosearch.launch import train as launch
+from zerosearch.miniature import tiny
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SHAPES = REPO / "configs" / "models"
 
 

@@ -1,4 +1,4 @@
-"""zerosearch.eval_run: every export of a run scored once, the score-vs-step table and curves.
+"""zerosearch.evaluation.run: every export of a run scored once, the score-vs-step table and curves.
 
 A fake evaluation writes known results per export, so the table is checked against numbers set
 here; the end-to-end run with tiny models and the retrieval server is in test_evaluate.py.
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from zerosearch.eval_run import evaluate_run, run_exports
+from zerosearch.evaluation.run import evaluate_run, run_exports
 
 # Results each step's (fake) evaluation reports: (nq em, sub_em, f1), (bamboogle em, sub_em, f1).
 SCORES = {5: ((0.25, 0.5, 0.375), (0.0, 0.25, 0.125)),
@@ -89,7 +89,7 @@ def test_a_run_without_exports_is_named(tmp_path):
 
 
 def test_evaluate_sh_key_run_maps_to_the_flag():
-    from zerosearch.eval_keys import keys_to_argv
+    from zerosearch.evaluation.keys import keys_to_argv
 
     argv = keys_to_argv(["RUN", "ckpt/exp", "SEARCH_ENGINE", "wiki"])
     assert argv == ["--run", "ckpt/exp", "--search-engine", "wiki"]

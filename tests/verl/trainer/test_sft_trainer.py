@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from verl.trainer.sft_trainer import SFTTrainer, run_sft, sft_loss
 from tests.verl import tiny_models
 
-CONFIG = Path(__file__).resolve().parents[2] / "verl" / "trainer" / "config" / "sft_trainer.yaml"
+CONFIG = Path(__file__).resolve().parents[3] / "verl" / "trainer" / "config" / "sft_trainer.yaml"
 
 PAIRS = [
     ("Where was Brato Kell born?", "Brato Kell was born in Vostrand."),

@@ -1,4 +1,4 @@
-"""Evaluation of checkpoints on QA benchmarks: ``python -m zerosearch.evaluate`` and ``scripts/evaluate.sh``.
+"""Evaluation of checkpoints on QA benchmarks: ``python -m zerosearch.evaluation`` and ``scripts/evaluate.sh``.
 
 End to end on a tiny random Qwen2 with the real retrieval server (BM25 over the shipped Wikipedia
 paragraphs) and the ``wiki`` backend; exact scores from a scripted engine injected through the
@@ -19,10 +19,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from verl.workers.rollout.base import GenerationOutput
-from zerosearch.evaluate import EvaluationInputError, evaluate, main
-from zerosearch.eval_keys import keys_to_argv
+from zerosearch.evaluation.evaluate import EvaluationInputError, evaluate, main
+from zerosearch.evaluation.keys import keys_to_argv
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 QA = REPO / "data" / "qa"
 HOTPOT, BAMBOO = QA / "hotpotqa.jsonl", QA / "bamboogle.jsonl"
 WIKI = REPO / "data" / "corpus" / "wiki_paragraphs.jsonl"
@@ -51,7 +51,7 @@ def parse_table(path):
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     from zerosearch.prompts import make_prefix
-    from zerosearch.tiny import build_tiny_model
+    from zerosearch.miniature.tiny import build_tiny_model
 
     texts = [make_prefix(r["question"]) for r in read_jsonl(HOTPOT)[:40] + read_jsonl(BAMBOO)[:20]]
     texts += [json.loads(line)["text"] for line in WIKI.read_text(encoding="utf-8").splitlines()[:200]]
@@ -347,7 +347,7 @@ def test_evaluate_sh_maps_keys_to_flags(tmp_path):
                           "ENGINE", "vllm", "OUT", "/o", "--dry-run", "--", "trainer.seed=1"],
                          capture_output=True, text=True, timeout=120, env=env)
     assert dry.returncode == 0, dry.stderr
-    assert dry.stdout.split()[1:] == ["-m", "zerosearch.evaluate", "--model", "/m", "--data", str(BAMBOO),
+    assert dry.stdout.split()[1:] == ["-m", "zerosearch.evaluation", "--model", "/m", "--data", str(BAMBOO),
                                       "--search-engine", "google", "--engine", "vllm", "--out", "/o",
                                       "--override", "trainer.seed=1"]
     for bad, message in ((["TOPK"], "key TOPK has no value"), (["TOPK", "1", "TOPK", "2"], "given twice"),
@@ -364,7 +364,7 @@ def test_vllm_engine_on_cpu_via_cli(tiny_model, wiki_server, tmp_path):
     import vllm  # noqa: F401  (CI has it: a missing one fails, it is not skipped)
     server, _ = wiki_server
     out = tmp_path / "vllm"
-    cmd = [sys.executable, "-m", "zerosearch.evaluate", "--model", tiny_model, "--data", str(HOTPOT), str(BAMBOO),
+    cmd = [sys.executable, "-m", "zerosearch.evaluation", "--model", tiny_model, "--data", str(HOTPOT), str(BAMBOO),
            "--search-engine", "wiki", "--engine", "vllm", "--device", "cpu", "--retriever-port", str(server.port),
            "--limit", "2", "--batch-size", "3", "--max-turns", "1", "--out", str(out), "--no-progress",
            "--override", "actor_rollout_ref.rollout.max_model_len=1024", *SHORT]
@@ -378,7 +378,7 @@ def test_vllm_engine_on_cpu_via_cli(tiny_model, wiki_server, tmp_path):
 
 def test_rag_first_turn_writes_the_search_and_passes_later_turns_on():
     from verl.workers.rollout.base import GenerationOutput, SamplingConfig
-    from zerosearch.evaluate import RagFirstTurn
+    from zerosearch.evaluation.evaluate import RagFirstTurn
 
     class CharTokenizer:  # one id per character, so the test needs no model
         def encode(self, text, add_special_tokens=False):

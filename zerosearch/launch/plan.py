@@ -15,8 +15,8 @@ import sys
 from typing import Any, Optional, TextIO
 
 from verl.utils.memory_plan import GIB, PlanError, read_model_shape, render_plan, settings_from_config
-from zerosearch import gpu_occupants
-from zerosearch.launch_keys import AUTO
+from zerosearch.launch import gpu_occupants
+from zerosearch.launch.keys import AUTO
 
 # What GPU_MEMORY_GIB auto means when DEVICE is cuda but no GPU is visible (planning on a laptop).
 DEFAULT_GPU_GIB = 80.0
@@ -24,7 +24,7 @@ DEFAULT_GPU_GIB = 80.0
 
 def device_memory_gib(settings: dict[str, Any], gpus: Optional[list] = None) -> float:
     """GPU_MEMORY_GIB, or what the device offers: on cuda the least free memory among the trainer's
-    GPUs when ``gpus`` (``zerosearch.gpu_occupants.query``) says, else the first visible GPU's
+    GPUs when ``gpus`` (``zerosearch.launch.gpu_occupants.query``) says, else the first visible GPU's
     memory (80 GiB when no GPU is visible); the machine's RAM shared by its NUM_GPUS_PER_NODE
     workers on cpu."""
     if settings["GPU_MEMORY_GIB"] != AUTO:
@@ -42,7 +42,7 @@ def device_memory_gib(settings: dict[str, Any], gpus: Optional[list] = None) -> 
 
 
 def plan_text(plan) -> tuple[str, bool]:
-    """(the rendered plan, whether it fits) for a ``zerosearch.launch.LaunchPlan``."""
+    """(the rendered plan, whether it fits) for a ``zerosearch.launch.train.LaunchPlan``."""
     from verl.trainer.main_ppo import load_config
 
     cfg = load_config(plan.overrides, plan.config_dir, plan.config_name)
@@ -69,7 +69,7 @@ def print_plan(plan, out: TextIO | None = None) -> int:
     try:
         text, fits = plan_text(plan)
     except PlanError as err:
-        sys.stderr.write(f"zerosearch.launch: error: memory plan: {err}\n")
+        sys.stderr.write(f"zerosearch.launch.train: error: memory plan: {err}\n")
         return 2
     out.write(text)
     return 0 if fits else 2
@@ -80,11 +80,11 @@ def check_before_run(plan) -> None:
     try:
         text, fits = plan_text(plan)
     except PlanError as err:
-        sys.stderr.write(f"zerosearch.launch: memory plan skipped: {err}\n")
+        sys.stderr.write(f"zerosearch.launch.train: memory plan skipped: {err}\n")
         return
     sys.stderr.write(text)
     if not fits and plan.settings["PLAN_CHECK"] == "on":
-        sys.stderr.write("zerosearch.launch: error: the memory plan says this run does not fit; nothing was loaded. "
+        sys.stderr.write("zerosearch.launch.train: error: the memory plan says this run does not fit; nothing was loaded. "
                          "Change the key it names, or pass PLAN_CHECK off to run anyway.\n")
         sys.stderr.flush()
         raise SystemExit(2)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.verl.trainer.test_step_rollout_order import R, RecordingWorkerGroup, _config
+from tests.verl.trainer.ppo.test_step_rollout_order import R, RecordingWorkerGroup, _config
 from verl.protocol import DataProto
 from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 from verl.trainer.ppo.scoring import summarize, trajectory_records

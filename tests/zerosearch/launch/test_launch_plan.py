@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from zerosearch import launch
+from zerosearch.launch import train as launch
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 VERDICT = re.compile(r"^plan: peak [0-9.]+ GiB per (GPU|worker) of [0-9.]+ GiB: (fits|does not fit: change \S+)$")
 # A ~0.1B Qwen2 shape: small enough to fit anywhere, large enough for the plan's numbers to matter.
 SMALL = {"model_type": "qwen2", "hidden_size": 768, "intermediate_size": 2560, "num_hidden_layers": 12,
@@ -120,7 +120,7 @@ def test_shell_scripts_take_plan(tmp_path, algo):
 def test_gpu_memory_default(monkeypatch):
     import torch
 
-    from zerosearch.launch_plan import device_memory_gib
+    from zerosearch.launch.plan import device_memory_gib
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert device_memory_gib({"GPU_MEMORY_GIB": "auto", "DEVICE": "cuda", "NUM_GPUS_PER_NODE": 4}) == 80.0

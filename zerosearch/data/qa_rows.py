@@ -29,11 +29,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from zerosearch.jsonl import iter_jsonl
+from zerosearch.data.jsonl import iter_jsonl
 from zerosearch.prompts import make_prefix, preprocess_question
 
 ABILITY = "fact-reasoning"
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_QA_DIR = REPO_ROOT / "data" / "qa"
 DEFAULT_TRAIN_SOURCES = ("nq", "hotpotqa")
 DEFAULT_TEST_SOURCES = ("triviaqa", "popqa", "2wikimultihopqa", "musique", "bamboogle")

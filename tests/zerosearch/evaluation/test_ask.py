@@ -1,4 +1,4 @@
-"""``python -m zerosearch.ask``: one question -> the agent loop of evaluation -> a readable trajectory.
+"""``python -m zerosearch.evaluation.ask``: one question -> the agent loop of evaluation -> a readable trajectory.
 
 End to end on a tiny Qwen2 rewired into a bigram machine (tests/e2e/bigram_models.py) that writes
 ``<think> need facts</think><search> capital city</search><answer> Paris</answer>`` after every
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from zerosearch import ask
+from zerosearch.evaluation import ask
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 WIKI = REPO / "data" / "corpus" / "wiki_paragraphs.jsonl"
 CHAIN = "\n<think> need facts</think><search> capital city</search><answer> Paris</answer>"
 QUERY = "capital city"
@@ -37,7 +37,7 @@ class Terminal(io.StringIO):
 @pytest.fixture(scope="module")
 def bigram_model(tmp_path_factory):
     from tests.e2e.bigram_models import rewire_as_bigram
-    from zerosearch.tiny import build_tiny_model
+    from zerosearch.miniature.tiny import build_tiny_model
 
     return str(rewire_as_bigram(build_tiny_model(tmp_path_factory.mktemp("ask") / "policy", size="tiny", seed=0), CHAIN))
 

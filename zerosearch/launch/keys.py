@@ -1,8 +1,8 @@
 """The named arguments of the training launchers: each key's default, meaning and validator.
 
 The launchers (``train_grpo.sh``, ``train_ppo.sh``, ``train_reinforce.sh``, ``python -m
-zerosearch.launch``) take ``KEY VALUE`` pairs in any order. This module only describes and checks
-single values; ``zerosearch.launch`` turns the checked values into Hydra overrides.
+zerosearch.launch.train``) take ``KEY VALUE`` pairs in any order. This module only describes and checks
+single values; ``zerosearch.launch.train`` turns the checked values into Hydra overrides.
 """
 
 from __future__ import annotations
@@ -56,55 +56,29 @@ class LaunchKey:
 # Validators: text in, value out, ValueError("expected ...") on bad input.
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"expected an integer > 0, got {text!r}") from None
-    if value <= 0:
-        raise ValueError(f"expected an integer > 0, got {text!r}")
-    return value
+def checked_number(convert: Callable[[str], Any], ok: Callable[[Any], bool], expected: str) -> Callable[[str], Any]:
+    """A validator: ``convert`` the text (``int`` or ``float``) and keep it when ``ok(value)``;
+    otherwise ValueError("expected <expected>, got '<text>'")."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise ValueError(f"expected {expected}, got {text!r}") from None
+        if not ok(value):
+            raise ValueError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise ValueError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def frequency(text: str) -> int:
-    """An interval in steps: an integer > 0, or -1 for never."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"expected an integer > 0 or -1 (never), got {text!r}") from None
-    if value == 0 or value < -1:
-        raise ValueError(f"expected an integer > 0 or -1 (never), got {text!r}")
-    return value
-
-
-def port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"expected a TCP port 1..65535, got {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise ValueError(f"expected a TCP port 1..65535, got {text!r}")
-    return value
-
-
-def probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"expected a number in [0, 1], got {text!r}")
-    return value
+positive_int = checked_number(int, lambda v: v > 0, "an integer > 0")
+non_negative_int = checked_number(int, lambda v: v >= 0, "an integer >= 0")
+# An interval in steps: an integer > 0, or -1 for never.
+frequency = checked_number(int, lambda v: v > 0 or v == -1, "an integer > 0 or -1 (never)")
+port = checked_number(int, lambda v: 1 <= v <= 65535, "a TCP port 1..65535")
+probability = checked_number(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
+gib_amount = checked_number(float, lambda v: v > 0, "a number of GiB > 0")
 
 
 def choice(*valid: str) -> Callable[[str], str]:
@@ -171,16 +145,6 @@ def config_source(text: str) -> str:
     if os.path.isfile(path) and path.endswith(".json"):
         return path
     return model_dir(text)
-
-
-def gib_amount(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"expected a number of GiB > 0, got {text!r}") from None
-    if not value > 0:
-        raise ValueError(f"expected a number of GiB > 0, got {text!r}")
-    return value
 
 
 def logger_list(text: str) -> list[str]:

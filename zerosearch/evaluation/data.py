@@ -5,7 +5,7 @@ Two kinds of files are accepted, in any mix:
 - parquet in the ZeroSearch / Search-R1 schema (``docs/contracts.md``), read by
   ``verl.utils.dataset.rl_dataset.RLHFDataset`` exactly as the trainer reads its validation set;
 - QA jsonl (``{"id", "question", "golden_answers", "data_source"}`` per line, the format of
-  ``data/qa/*.jsonl``), turned into the same rows by ``zerosearch/qa_rows.py``
+  ``data/qa/*.jsonl``), turned into the same rows by ``zerosearch/data/qa_rows.py``
   (``read_qa_jsonl`` + ``make_row`` with split ``test``; ``extra_info.index`` counts the rows of
   each data source over all jsonl files, so uids stay unique).
 
@@ -45,8 +45,8 @@ class EvalSet:
 
 
 def qa_rows_module() -> ModuleType:
-    """The QA row builder (``zerosearch/qa_rows.py``)."""
-    from zerosearch import qa_rows
+    """The QA row builder (``zerosearch/data/qa_rows.py``)."""
+    from zerosearch.data import qa_rows
 
     return qa_rows
 

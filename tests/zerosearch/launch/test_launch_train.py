@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from zerosearch import launch
-from zerosearch.launch_keys import KEYS
+from zerosearch.launch import train as launch
+from zerosearch.launch.keys import KEYS
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture()
@@ -57,7 +57,7 @@ def test_every_key_reaches_its_hydra_key(model_dir, data_dir, tmp_path):
         "MAX_RESPONSE_LENGTH", "900", "MAX_NEW_TOKENS", "111", "NNODES", "2", "RAY_ADDRESS", "ray://head:10001",
         "SAVE_DIR", str(tmp_path / "ckpt"), "EXPERIMENT_NAME", "my run", "LOGGER", "console,wandb",
         "SAVE_FREQ", "10", "TEST_FREQ", "20", "SEED", "7",
-        # launcher-only keys of the memory plan (tests/zerosearch/test_launch_plan.py): no Hydra key
+        # launcher-only keys of the memory plan (tests/zerosearch/launch/test_launch_plan.py): no Hydra key
         "GPU_MEMORY_GIB", "40", "PLAN_CHECK", "off",
     ]
     given = set(args[0::2])

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from zerosearch import tiny
+from zerosearch.miniature import tiny
 
 TAGS = ["<search>", "</search>", "<answer>", "</answer>", "<information>", "</information>", "<think>", "</think>"]
 MIXED = (

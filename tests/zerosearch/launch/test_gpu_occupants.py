@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from zerosearch import gpu_occupants as go
+from zerosearch.launch import gpu_occupants as go
 
 GPUS = """0, GPU-aaaa, 81559, 41000
 1, GPU-bbbb, 81559, 41000
 2, GPU-cccc, 81559, 5
 3, GPU-dddd, 81559, 5
 """
-SHAPE = Path(__file__).resolve().parents[2] / "configs" / "models" / "qwen2.5-0.5b.json"
+SHAPE = Path(__file__).resolve().parents[3] / "configs" / "models" / "qwen2.5-0.5b.json"
 APPS = """GPU-aaaa, 4242, /envs/sglang/bin/python, 40960
 GPU-bbbb, 4243, /envs/sglang/bin/python, 40960
 """
@@ -50,7 +50,7 @@ def fake_nvidia_smi(tmp_path, monkeypatch):
 
 
 def test_plan_names_a_simulator_on_the_trainers_gpus(tmp_path, data_dir, capsys, monkeypatch, fake_nvidia_smi):
-    from zerosearch import launch
+    from zerosearch.launch import train as launch
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     rc = launch.main(["--algo", "grpo", "--plan", "MODEL_PATH", str(SHAPE),

@@ -1,10 +1,10 @@
-"""``scripts/evaluate.sh``'s ``KEY VALUE`` arguments -> ``python -m zerosearch.evaluate`` flags.
+"""``scripts/evaluate.sh``'s ``KEY VALUE`` arguments -> ``python -m zerosearch.evaluation`` flags.
 
-    python -m zerosearch.eval_keys MODEL_PATH ckpt/huggingface DATA_PATH data/qa/nq.jsonl,data/qa/bamboogle.jsonl \\
+    python -m zerosearch.evaluation.keys MODEL_PATH ckpt/huggingface DATA_PATH data/qa/nq.jsonl,data/qa/bamboogle.jsonl \\
         SEARCH_ENGINE wiki TOPK 5 MAX_TURNS 2 [KEY VALUE ...] [-- HYDRA_OVERRIDE ...]
 
 Keys come in any order, each at most once; an unknown key or a key without a value stops with exit
-code 2 naming it. Values are checked by ``zerosearch.evaluate``'s own parser. Everything after
+code 2 naming it. Values are checked by ``zerosearch.evaluation.evaluate``'s own parser. Everything after
 ``--`` becomes ``--override`` items. ``--dry-run`` prints the evaluation command instead of running it.
 """
 
@@ -53,7 +53,7 @@ def data_files(value: str) -> list[str]:
 
 
 def keys_to_argv(argv: Sequence[str]) -> list[str]:
-    """``KEY VALUE ... [-- overrides]`` -> the argument list of ``python -m zerosearch.evaluate``."""
+    """``KEY VALUE ... [-- overrides]`` -> the argument list of ``python -m zerosearch.evaluation``."""
     argv = list(argv)
     overrides: list[str] = []
     if "--" in argv:
@@ -101,9 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"evaluate: error: {err}\n(run with --help for every key)\n")
         return 2
     if dry_run:
-        print(shlex.join([sys.executable, "-m", "zerosearch.evaluate", *flags]))
+        print(shlex.join([sys.executable, "-m", "zerosearch.evaluation", *flags]))
         return 0
-    from zerosearch.evaluate import main as evaluate_main
+    from zerosearch.evaluation.evaluate import main as evaluate_main
 
     evaluate_main(flags)
     return 0

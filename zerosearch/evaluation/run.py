@@ -1,6 +1,6 @@
 """Scores along training: evaluate every weight export of a run and tabulate score against step.
 
-    python -m zerosearch.evaluate --run SAVE_DIR/EXPERIMENT --data ... --search-engine wiki [options] [--out DIR]
+    python -m zerosearch.evaluation --run SAVE_DIR/EXPERIMENT --data ... --search-engine wiki [options] [--out DIR]
 
 A training run with ``trainer.save_exports`` leaves ``RUN/exports/global_step_N/`` (a Hugging Face
 folder) at every saved step. Each export is evaluated with the same options into
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from verl.utils.checkpoint import EXPORTS_DIR, export_steps
-from zerosearch.eval_report import AVERAGES, SCORE_KEYS, TABLE_COLUMNS
+from zerosearch.evaluation.report import AVERAGES, SCORE_KEYS, TABLE_COLUMNS
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def plot_curves(results_by_step: dict[int, dict], out_dir: Path) -> list[Path]:
 def evaluate_run(run_dir: str | Path, data_files: Sequence[str], search_engine: str, out_dir: str | Path,
                  evaluate_fn: Callable[..., dict], **options: Any) -> dict[str, Any]:
     """Evaluate every unscored export of ``run_dir`` with ``evaluate_fn(model, data_files,
-    search_engine, out, **options)`` (``zerosearch.evaluate.evaluate``), then write the score
+    search_engine, out, **options)`` (``zerosearch.evaluation.evaluate.evaluate``), then write the score
     table and curves of every scored step under ``out_dir``.
 
     Returns:

@@ -10,7 +10,7 @@ every key has a documented default (``--help``) and a validator; an unknown key,
 value or a bad value stops with exit code 2 and a message naming the key. Everything after ``--`` is
 passed to Hydra unchanged and placed last, so it wins over what the keys set. ``--dry-run`` prints
 the environment and the trainer command instead of running it. ``--plan`` prints the memory plan
-(``zerosearch.launch_plan``) from the model's config.json alone and exits (2 when it does not fit);
+(``zerosearch.launch.plan``) from the model's config.json alone and exits (2 when it does not fit);
 a real run prints the same plan first and stops with exit 2 when it does not fit, unless
 ``PLAN_CHECK off``.
 
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zerosearch.launch_keys import (
+from zerosearch.launch.keys import (
     AUTO,
     KEYS,
     KEYS_BY_NAME,
@@ -41,9 +41,9 @@ from zerosearch.launch_keys import (
 ALGORITHMS = ("grpo", "ppo", "reinforce")
 TRAINER_MODULE = "verl.trainer.main_ppo"
 CONFIG_NAME = "zerosearch_trainer"
-DEFAULT_CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
+DEFAULT_CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 # The engine's device profiles (one YAML per trainer.device); --help lists what they set.
-DEVICE_PROFILE_DIR = Path(__file__).resolve().parents[1] / "verl" / "trainer" / "config" / "device"
+DEVICE_PROFILE_DIR = Path(__file__).resolve().parents[2] / "verl" / "trainer" / "config" / "device"
 # Largest per-device micro-batch the MICRO_BATCH_SIZE=auto rule picks (the original: 64 global / 4 GPUs).
 AUTO_MICRO_BATCH_CAP = 16
 
@@ -486,11 +486,11 @@ def main(argv: list[str] | None = None) -> int:
             raise LaunchArgumentError(f"--algo is required; expected one of {', '.join(ALGORITHMS)}", key="--algo")
         plan = parse_launch_args(opts["algo"], rest, config_dir=opts["config_dir"], plan_only=opts["plan"])
     except LaunchArgumentError as err:
-        sys.stderr.write(f"zerosearch.launch: error: {err}\n(run with --help for every key and its default)\n")
+        sys.stderr.write(f"zerosearch.launch.train: error: {err}\n(run with --help for every key and its default)\n")
         raise SystemExit(2) from None
 
     if opts["plan"]:
-        from zerosearch.launch_plan import print_plan
+        from zerosearch.launch.plan import print_plan
 
         return print_plan(plan)
 
@@ -500,10 +500,10 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(f"{key}={shlex.quote(value)}\n")
         sys.stdout.write(shlex.join(command) + "\n")
         return 0
-    sys.stderr.write(f"zerosearch.launch: {plan.algo} run {plan.experiment_name}\n"
-                     f"zerosearch.launch: checkpoints and logs under {os.path.join(plan.settings['SAVE_DIR'], plan.experiment_name)}\n")
+    sys.stderr.write(f"zerosearch.launch.train: {plan.algo} run {plan.experiment_name}\n"
+                     f"zerosearch.launch.train: checkpoints and logs under {os.path.join(plan.settings['SAVE_DIR'], plan.experiment_name)}\n")
     sys.stderr.flush()
-    from zerosearch.launch_plan import check_before_run
+    from zerosearch.launch.plan import check_before_run
 
     check_before_run(plan)  # exits 2 when the plan does not fit (unless PLAN_CHECK off)
     os.execvpe(command[0], command, plan.environment())

@@ -1,0 +1,1 @@
+"""Evaluation of checkpoints on the QA benchmarks: the command, its keys, data, reports, and asking a checkpoint questions."""

@@ -1,0 +1,1 @@
+"""The training launcher behind train_*.sh: named keys, their checks, the memory plan."""
