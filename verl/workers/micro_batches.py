@@ -2,7 +2,8 @@
 
 Shapes: B = rows, R = response length, b = rows of one micro-batch.
 
-Two passes go through here:
+``DataParallelModel`` holds what both roles hold (module, optimizer, schedule, device); two passes
+go through here:
 
 ``forward_micro_batches`` (no gradient): split the rows into micro-batches (fixed size, or
 token-budgeted with ``use_dynamic_bsz``), run a forward on each in eval mode, and join each output
@@ -34,6 +35,31 @@ logger = logging.getLogger(__name__)
 # (loss to back-propagate, metrics to add up, metrics to weight by the micro-batch's token share)
 MicroLoss = Callable[[dict[str, torch.Tensor], torch.Tensor, dict[str, float]],
                      tuple[torch.Tensor, Mapping[str, Any], Mapping[str, Any]]]
+
+
+class DataParallelModel:
+    """What the actor and the critic hold: a (possibly FSDP/DDP-wrapped) module, its optimizer and
+    lr schedule, and where its micro-batches run.
+
+    Args:
+        config: the role's config block (see its yaml for the keys).
+        module: the model, wrapped or not.
+        optimizer, scheduler: None for a frozen model (the reference policy).
+        dp_size: data-parallel world size (divides ``ppo_mini_batch_size``).
+        use_remove_padding: pack the real tokens of each micro-batch into one sequence.
+        device: where micro-batches are moved before the forward.
+    """
+
+    def __init__(self, config: Mapping, module: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
+                 scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None, *, dp_size: int = 1,
+                 use_remove_padding: bool = False, device: torch.device | str = "cpu") -> None:
+        self.config = config
+        self.module = module
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.dp_size = int(dp_size)
+        self.use_remove_padding = bool(use_remove_padding)
+        self.device = torch.device(device)
 
 
 def require(mapping: Mapping, key: str, where: str) -> Any:

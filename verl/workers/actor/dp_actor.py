@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import torch
 
@@ -32,7 +32,7 @@ from verl.trainer.ppo.core_algos import agg_loss, compute_kl_loss, get_policy_lo
 from verl.utils.chunked_logprob import log_probs_and_entropy
 from verl.utils.fsdp_utils import unwrap_model
 from verl.utils.model import pad_input, unpad_input
-from verl.workers.micro_batches import check_keys, forward_micro_batches, ppo_update
+from verl.workers.micro_batches import DataParallelModel, check_keys, forward_micro_batches, ppo_update
 
 LOG_PROB_KEYS = ("input_ids", "attention_mask", "position_ids", "responses")
 UPDATE_KEYS = LOG_PROB_KEYS + ("old_log_probs", "advantages", "response_mask")
@@ -47,28 +47,19 @@ def _check_temperature(temperature: Optional[float]) -> Optional[float]:
     return temperature
 
 
-class DataParallelPPOActor:
+class DataParallelPPOActor(DataParallelModel):
     """PPO actor over a (possibly FSDP/DDP-wrapped) causal LM.
 
     Args:
         config: the ``actor_rollout_ref.actor`` block (see its yaml for the keys).
         module: the causal LM, wrapped or not; its ``.logits`` are (B, T, V).
         optimizer, scheduler: None for a frozen policy (the reference model).
-        dp_size: data-parallel world size (divides ``ppo_mini_batch_size``).
-        use_remove_padding: pack the real tokens of each micro-batch into one sequence.
-        device: where micro-batches are moved before the forward.
+        options: ``dp_size``, ``use_remove_padding``, ``device`` (see ``DataParallelModel``).
     """
 
     def __init__(self, config: Mapping, module: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
-                 scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None, *, dp_size: int = 1,
-                 use_remove_padding: bool = False, device: torch.device | str = "cpu") -> None:
-        self.config = config
-        self.module = module
-        self.optimizer = optimizer
-        self.scheduler = scheduler
-        self.dp_size = int(dp_size)
-        self.use_remove_padding = bool(use_remove_padding)
-        self.device = torch.device(device)
+                 scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None, **options: Any) -> None:
+        super().__init__(config, module, optimizer, scheduler, **options)
         # Hugging Face causal LMs take ``logits_to_keep`` (the LM head on the last positions only)
         forward = getattr(unwrap_model(module), "forward", None)
         self._logits_to_keep = forward is not None and "logits_to_keep" in inspect.signature(forward).parameters

@@ -13,7 +13,7 @@ non-finite skip and the once-per-call scheduler step are the actor's (verl/worke
 
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import torch
 
@@ -21,33 +21,24 @@ from verl.protocol import DataProto
 from verl.trainer.ppo.core_algos import compute_value_loss
 from verl.utils.model import pad_input, unpad_input
 from verl.utils.torch_functional import masked_mean
-from verl.workers.micro_batches import check_keys, forward_micro_batches, ppo_update
+from verl.workers.micro_batches import DataParallelModel, check_keys, forward_micro_batches, ppo_update
 
 VALUE_KEYS = ("input_ids", "attention_mask", "position_ids", "responses")
 UPDATE_KEYS = VALUE_KEYS + ("values", "returns", "response_mask")
 
 
-class DataParallelPPOCritic:
+class DataParallelPPOCritic(DataParallelModel):
     """Critic over a (possibly wrapped) value model whose ``.logits`` are (B, T, 1).
 
     Args:
         config: the ``critic`` block (see its yaml for the keys).
         module, optimizer, scheduler: the value model and its optimizer / lr schedule.
-        dp_size: data-parallel world size.
-        use_remove_padding: pack the real tokens of each micro-batch into one sequence.
-        device: where micro-batches are moved before the forward.
+        options: ``dp_size``, ``use_remove_padding``, ``device`` (see ``DataParallelModel``).
     """
 
     def __init__(self, config: Mapping, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None, *, dp_size: int = 1,
-                 use_remove_padding: bool = False, device: torch.device | str = "cpu") -> None:
-        self.config = config
-        self.module = module
-        self.optimizer = optimizer
-        self.scheduler = scheduler
-        self.dp_size = int(dp_size)
-        self.use_remove_padding = bool(use_remove_padding)
-        self.device = torch.device(device)
+                 scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None, **options: Any) -> None:
+        super().__init__(config, module, optimizer, scheduler, **options)
 
     def _forward_micro_batch(self, micro: dict[str, torch.Tensor]) -> torch.Tensor:
         """Values (b, R) in float32 at positions P-1 .. T-2."""
