@@ -84,7 +84,7 @@ def running_server(latency_s: float, capacity: int, *, port: int, python: str = 
     A separate process keeps the server's event loop off the measured client's interpreter. The
     process is terminated (then killed after 10 s) on exit.
     """
-    from zerosearch.retrieval.health import process_alive, wait_until_healthy
+    from zerosearch.retrieval.health import process_alive, stop_process, wait_until_healthy
 
     cmd = [python, "-m", "benchmarks.fake_sim_server", "--port", str(port), "--latency-s", str(latency_s),
            "--capacity", str(capacity)]
@@ -95,12 +95,7 @@ def running_server(latency_s: float, capacity: int, *, port: int, python: str = 
         wait_until_healthy(url + "/health", startup_timeout_s, alive=lambda: process_alive(proc.pid))
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc, 10)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -9,21 +9,16 @@ and answered, observation tokens carry no loss, and p_noisy follows the curricul
 
 import json
 import os
-import socket
 import subprocess
 
 import pytest
+
+from verl.utils.distributed import get_free_port
 
 pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SIM_TEXT = "\nDoc 1: The capital city is on the river.\n"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +28,7 @@ def sim_server(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("sim")
     model = rewire_as_bigram(build_tiny_model(root / "simulator", size="tiny", kind="simulation", seed=1), SIM_TEXT)
-    port = _free_port()
+    port = get_free_port("127.0.0.1")
     logs = root / "logs"
     proc = subprocess.run(
         ["bash", os.path.join(REPO, "scripts", "launch_simulation_server.sh"), str(model), "ENGINE", "vllm",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,10 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from tests.zerosearch.char_tokenizer import char_tokenizer
 from verl.protocol import DataProto
+from verl.utils.dataset.rl_dataset import left_pad
+from verl.utils.distributed import get_free_port
 from verl.workers.rollout.base import GenerationOutput, SamplingConfig
 from zerosearch.retrieval.health import process_alive, wait_until_healthy
 
@@ -32,9 +34,8 @@ def failure_policy_defaults() -> dict[str, Any]:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port free on 127.0.0.1 right now."""
+    return get_free_port("127.0.0.1")
 
 
 class FaultServer:
@@ -123,11 +124,9 @@ def prompt_batch(tokenizer: Any, n: int) -> DataProto:
     """``n`` left-padded prompts ``row k: question k?`` with their question and gold answers."""
     prompts = [tokenizer.encode(f"row {k}: question {k}?", add_special_tokens=False) for k in range(n)]
     width = max(len(p) for p in prompts)
-    ids = torch.full((n, width), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((n, width), dtype=torch.long)
-    for k, p in enumerate(prompts):
-        ids[k, width - len(p):] = torch.tensor(p)
-        mask[k, width - len(p):] = 1
+    padded = [left_pad(p, width, tokenizer.pad_token_id) for p in prompts]
+    ids = torch.stack([row["input_ids"] for row in padded])
+    mask = torch.stack([row["attention_mask"] for row in padded])
     golden = np.empty(n, dtype=object)
     for k in range(n):
         golden[k] = [f"answer {k}"]
@@ -140,16 +139,4 @@ def prompt_batch(tokenizer: Any, n: int) -> DataProto:
 def char_tokenizer_without_tags():
     """A character-level tokenizer (one id per printable character) with pad/eos and NO search tags:
     ``<search>`` is eight ordinary tokens for it, as for a tokenizer that was never given the tags."""
-    import string
-
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2}
-    for ch in sorted(set(string.printable)):
-        vocab[ch] = len(vocab)
-    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    core.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>",
-                                   clean_up_tokenization_spaces=False)
+    return char_tokenizer()

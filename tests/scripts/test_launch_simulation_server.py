@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -13,15 +12,11 @@ import httpx
 import psutil
 import pytest
 
+from verl.utils.distributed import get_free_port
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "launch_simulation_server.sh"
 CORPUS = ["Doc 1: The bridge spans the river.", "Query: who built it? Doc 2: It opened in 1931."] * 30
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +69,7 @@ def _check_serving(proc, port: int, log_dir: Path, name: str) -> None:
 
 @pytest.mark.slow
 def test_hf_engine_background(tiny_model, tmp_path):
-    port = _free_port()
+    port = get_free_port("127.0.0.1")
     pid_file = tmp_path / f"simulation_server_{port}.pid"
     try:
         proc = _run([tiny_model, "ENGINE", "hf", "PORT", str(port), "LOG_DIR", str(tmp_path),
@@ -91,7 +86,7 @@ def test_hf_engine_background(tiny_model, tmp_path):
 
 @pytest.mark.slow
 def test_foreground_stops_the_server_on_sigterm(tiny_model, tmp_path):
-    port = _free_port()
+    port = get_free_port("127.0.0.1")
     proc = subprocess.Popen(["bash", str(SCRIPT), tiny_model, "ENGINE", "hf", "PORT", str(port), "LOG_DIR",
                              str(tmp_path), "WAIT_TIMEOUT", "180", "--foreground"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
@@ -121,14 +116,14 @@ def test_a_dying_server_fails_with_the_log_tail(tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text('{"model_type": "no_such_architecture"}')
-    proc = _run([str(broken), "ENGINE", "hf", "PORT", str(_free_port()), "LOG_DIR", str(tmp_path), "WAIT_TIMEOUT", "180"])
+    proc = _run([str(broken), "ENGINE", "hf", "PORT", str(get_free_port("127.0.0.1")), "LOG_DIR", str(tmp_path), "WAIT_TIMEOUT", "180"])
     assert proc.returncode == 1
     assert "exited" in proc.stderr and "last lines of" in proc.stderr
 
 
 @pytest.mark.slow
 def test_wait_timeout_stops_the_server(tiny_model, tmp_path):
-    port = _free_port()
+    port = get_free_port("127.0.0.1")
     proc = _run([tiny_model, "ENGINE", "hf", "PORT", str(port), "LOG_DIR", str(tmp_path), "WAIT_TIMEOUT", "1"])
     assert proc.returncode == 1 and "WAIT_TIMEOUT=1" in proc.stderr
     assert not (tmp_path / f"simulation_server_{port}.pid").exists()
@@ -158,7 +153,7 @@ def test_model_path_is_checked(tmp_path):
 
 @pytest.mark.slow
 def test_vllm_engine_on_cpu(tiny_model, tmp_path):
-    port = _free_port()
+    port = get_free_port("127.0.0.1")
     pid_file = tmp_path / f"simulation_server_{port}.pid"
     try:
         proc = _run([tiny_model, "ENGINE", "vllm", "PORT", str(port), "LOG_DIR", str(tmp_path), "DTYPE", "float32",

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import re
-import string
 import time
 
 import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
 
 import zerosearch.agent as agent_module
+from tests.zerosearch.char_tokenizer import char_tokenizer
 from verl.protocol import DataProto
+from verl.utils.dataset.rl_dataset import left_pad
 from verl.workers.rollout.base import GenerationOutput
 from zerosearch.agent import SearchAgentLoop
 from zerosearch.prompts import INVALID_ACTION_MESSAGE
@@ -34,21 +33,7 @@ NEVER = object()  # script entry: emit "z" until max_new_tokens, never a tag
 
 @pytest.fixture(scope="module")
 def tok():
-    vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2}
-    for ch in sorted(set(string.printable)):
-        vocab[ch] = len(vocab)
-    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    core.decoder = decoders.Fuse()
-    t = PreTrainedTokenizerFast(
-        tokenizer_object=core,
-        pad_token="<pad>",
-        eos_token="<eos>",
-        unk_token="<unk>",
-        clean_up_tokenization_spaces=False,
-    )
-    t.add_tokens([AddedToken(tag, special=False, normalized=False) for tag in TAGS])
-    return t
+    return char_tokenizer(TAGS)
 
 
 def enc(tok, text):
@@ -176,11 +161,9 @@ def make_config(**over):
 def make_batch(tok, n, extra_left_pad=2):
     prompts = [enc(tok, f"P{k}:question {k}?") for k in range(n)]
     width = max(len(p) for p in prompts) + extra_left_pad
-    ids = torch.zeros((n, width), dtype=torch.long)
-    mask = torch.zeros((n, width), dtype=torch.long)
-    for k, p in enumerate(prompts):
-        ids[k, width - len(p) :] = torch.tensor(p)
-        mask[k, width - len(p) :] = 1
+    padded = [left_pad(p, width, 0) for p in prompts]
+    ids = torch.stack([row["input_ids"] for row in padded])
+    mask = torch.stack([row["attention_mask"] for row in padded])
     golden = np.empty(n, dtype=object)
     for k in range(n):
         golden[k] = np.array([f"gold{k}", f"alias{k}"])

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 import torch.distributed as dist
@@ -255,23 +255,22 @@ def gradient_sync(module: torch.nn.Module, sync: bool) -> Iterator[None]:
         yield
 
 
+def _dcp_state(module: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer]) -> dict[str, Any]:
+    """``{"model": ...}`` (+ ``"optimizer"``) state dicts in the layout DCP saves and loads in place."""
+    if optimizer is None:
+        return {"model": get_model_state_dict(module)}
+    model_sd, optim_sd = get_state_dict(module, optimizer)
+    return {"model": model_sd, "optimizer": optim_sd}
+
+
 def save_model_optimizer(folder: str, module: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer]) -> None:
     """Write model (+ optimizer) state with DCP into ``folder`` (one file per rank + .metadata). Collective."""
-    if optimizer is None:
-        state = {"model": get_model_state_dict(module)}
-    else:
-        model_sd, optim_sd = get_state_dict(module, optimizer)
-        state = {"model": model_sd, "optimizer": optim_sd}
-    dcp.save(state, checkpoint_id=folder)
+    dcp.save(_dcp_state(module, optimizer), checkpoint_id=folder)
 
 
 def load_model_optimizer(folder: str, module: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer]) -> None:
     """Load what ``save_model_optimizer`` wrote into ``module`` (+ ``optimizer``). Collective."""
-    if optimizer is None:
-        state = {"model": get_model_state_dict(module)}
-    else:
-        model_sd, optim_sd = get_state_dict(module, optimizer)
-        state = {"model": model_sd, "optimizer": optim_sd}
+    state = _dcp_state(module, optimizer)
     dcp.load(state, checkpoint_id=folder)
     if optimizer is None:
         set_model_state_dict(module, state["model"])

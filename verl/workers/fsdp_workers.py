@@ -136,6 +136,20 @@ class _DistributedWorker(Worker):
         if self.device_name == "cpu":
             torch.set_num_threads(cpu_threads_per_worker(config.trainer))
 
+    def _trained(self, what: str) -> tuple[torch.nn.Module, torch.optim.Optimizer, Any]:
+        """The (module, optimizer, lr scheduler) a checkpoint holds; an error naming ``what`` if there is none."""
+        raise NotImplementedError(f"{what}: {type(self).__name__} trains no model")
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def save_checkpoint(self, path: str) -> None:
+        """Write the trained model, its optimizer, lr scheduler and RNG states into ``path``."""
+        _save_training_state(path, self.rank, self.world_size, *self._trained("save_checkpoint"))
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def load_checkpoint(self, path: str) -> None:
+        """Restore what ``save_checkpoint`` wrote."""
+        _load_training_state(path, self.rank, self.world_size, *self._trained("load_checkpoint"))
+
     def _init_distributed(self) -> None:
         info = self.dist_info
         init_distributed(self.device_name, info.rank, info.world_size, info.master_addr, info.master_port,
@@ -360,12 +374,11 @@ class ActorRolloutRefWorker(_DistributedWorker):
 
         Logits are divided by meta_info ``temperature`` (default: ``rollout.temperature``).
         """
-        if self.actor is None:
-            raise RuntimeError(f"compute_log_prob: role {self.role!r} has no actor")
+        actor = self._require_actor("compute_log_prob")
         data = self._log_prob_meta(data, self.cfg.rollout.log_prob_micro_batch_size_per_gpu,
                                    self.cfg.rollout.log_prob_max_token_len_per_gpu)
         with self._memory.phase("log-prob"):
-            log_probs, entropy = self.actor.compute_log_prob(data, calculate_entropy=True)
+            log_probs, entropy = actor.compute_log_prob(data, calculate_entropy=True)
         return DataProto.from_dict({"old_log_probs": log_probs.cpu(), "entropys": entropy.cpu()})
 
     @register(dispatch_mode=Dispatch.DP_COMPUTE_PROTO)
@@ -388,12 +401,11 @@ class ActorRolloutRefWorker(_DistributedWorker):
         Returns an empty DataProto whose ``meta_info["metrics"]`` holds the metrics averaged
         over optimizer steps and ranks.
         """
-        if self.actor is None:
-            raise RuntimeError(f"update_actor: role {self.role!r} has no actor")
+        actor = self._require_actor("update_actor")
         meta = {"temperature": float(self.cfg.rollout.temperature), **data.meta_info}
         data = DataProto(batch=data.batch, non_tensor_batch=data.non_tensor_batch, meta_info=meta)
         with self._memory.phase("update"):
-            metrics = all_reduce_mean(self.actor.update_policy(data), self.device)
+            metrics = all_reduce_mean(actor.update_policy(data), self.device)
         return DataProto.from_dict(meta_info={"metrics": metrics})
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
@@ -407,17 +419,10 @@ class ActorRolloutRefWorker(_DistributedWorker):
             raise RuntimeError(f"{what}: role {self.role!r} has no actor")
         return self.actor
 
-    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
-    def save_checkpoint(self, path: str) -> None:
-        """Write the actor's model, optimizer, lr scheduler and RNG states into ``path``."""
-        actor = self._require_actor("save_checkpoint")
-        _save_training_state(path, self.rank, self.world_size, self.actor_module, actor.optimizer, actor.scheduler)
-
-    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
-    def load_checkpoint(self, path: str) -> None:
-        """Restore what ``save_checkpoint`` wrote (the rollout engine gets the weights at the next sync)."""
-        actor = self._require_actor("load_checkpoint")
-        _load_training_state(path, self.rank, self.world_size, self.actor_module, actor.optimizer, actor.scheduler)
+    def _trained(self, what: str) -> tuple[torch.nn.Module, torch.optim.Optimizer, Any]:
+        """The actor's (module, optimizer, lr scheduler); the rollout engine gets loaded weights at the next sync."""
+        actor = self._require_actor(what)
+        return self.actor_module, actor.optimizer, actor.scheduler
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def export_hf(self, path: str, dtype: Optional[str] = None) -> None:
@@ -521,14 +526,7 @@ class CriticWorker(_DistributedWorker):
         metrics = all_reduce_mean(critic.update_critic(data), self.device)
         return DataProto.from_dict(meta_info={"metrics": metrics})
 
-    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
-    def save_checkpoint(self, path: str) -> None:
-        """Write the value model, optimizer, lr scheduler and RNG states into ``path``."""
-        critic = self._require_critic("save_checkpoint")
-        _save_training_state(path, self.rank, self.world_size, self.critic_module, critic.optimizer, critic.scheduler)
-
-    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
-    def load_checkpoint(self, path: str) -> None:
-        """Restore what ``save_checkpoint`` wrote."""
-        critic = self._require_critic("load_checkpoint")
-        _load_training_state(path, self.rank, self.world_size, self.critic_module, critic.optimizer, critic.scheduler)
+    def _trained(self, what: str) -> tuple[torch.nn.Module, torch.optim.Optimizer, Any]:
+        """The value model, its optimizer and lr scheduler."""
+        critic = self._require_critic(what)
+        return self.critic_module, critic.optimizer, critic.scheduler

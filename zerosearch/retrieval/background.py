@@ -24,6 +24,8 @@ class BackgroundServer:
         port: port to bind; 0 picks a free one (read it from ``.port`` / ``.url``).
         startup_timeout_s: how long to wait for uvicorn to start (TimeoutError after).
         log_level: uvicorn's log level.
+        lifespan: uvicorn's lifespan mode; "on" for an app whose start-up and shut-down hooks must
+            run (e.g. the simulation server's batcher).
     """
 
     def __init__(
@@ -34,12 +36,14 @@ class BackgroundServer:
         port: int = 0,
         startup_timeout_s: float = 30.0,
         log_level: str = "warning",
+        lifespan: str = "off",
     ) -> None:
         self.app = app
         self.host = host
         self.requested_port = port
         self.startup_timeout_s = startup_timeout_s
         self.log_level = log_level
+        self.lifespan = lifespan
         self.port: int | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -58,7 +62,7 @@ class BackgroundServer:
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((self.host, self.requested_port))
         self.port = self._sock.getsockname()[1]
-        config = uvicorn.Config(self.app, log_level=self.log_level, access_log=False, lifespan="off")
+        config = uvicorn.Config(self.app, log_level=self.log_level, access_log=False, lifespan=self.lifespan)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._sock]}, name="retrieval-server", daemon=True

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from typing import Sequence
 
-from zerosearch.retrieval.corpus import Document
+from zerosearch.retrieval.corpus import Document, load_corpus
 
 Hit = tuple[Document, float]
 
@@ -32,6 +33,11 @@ class Retriever(ABC):
     def __len__(self) -> int:
         return len(self.documents)
 
+    @classmethod
+    def from_corpus(cls, path: str | os.PathLike, *args, **kwargs) -> "Retriever":
+        """The retriever over the corpus file ``path``; other arguments go to the constructor."""
+        return cls(load_corpus(path), *args, **kwargs)
+
 
 def check_topk(topk: object) -> int:
     """``topk`` must be a positive int (bool is rejected); returns it."""
@@ -45,3 +51,17 @@ def check_queries(queries: object) -> list[str]:
     if not isinstance(queries, list) or not all(isinstance(q, str) for q in queries):
         raise ValueError(f"queries must be a list of strings, got {type(queries).__name__}")
     return queries
+
+
+def corpus_documents(documents: Sequence[Document], who: str) -> list[Document]:
+    """``documents`` as a list; a ValueError naming ``who`` (the retriever class) when it is empty."""
+    if len(documents) == 0:
+        raise ValueError(f"{who} needs at least one document")
+    return list(documents)
+
+
+def search_depth(queries: object, topk: object, n_documents: int) -> int:
+    """Check a search call's ``queries`` and ``topk``; the hits to fetch per query, min(topk, n_documents)."""
+    check_queries(queries)
+    return min(check_topk(topk), n_documents)
+

@@ -11,8 +11,6 @@ stopwords or unknown words gets an empty hit list rather than arbitrary document
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -44,8 +42,8 @@ def _import_bm25s():
 
 bm25s = _import_bm25s()
 
-from zerosearch.retrieval.base import Hit, Retriever, check_queries, check_topk
-from zerosearch.retrieval.corpus import Document, corpus_fingerprint, load_corpus
+from zerosearch.retrieval.base import Hit, Retriever, corpus_documents, search_depth
+from zerosearch.retrieval.corpus import Document, cache_key
 
 logger = logging.getLogger(__name__)
 
@@ -80,13 +78,11 @@ class BM25Retriever(Retriever):
         stopwords: str | list[str] = "en",
         cache_dir: str | os.PathLike | None = None,
     ) -> None:
-        if len(documents) == 0:
-            raise ValueError("BM25Retriever needs at least one document")
+        self.documents = corpus_documents(documents, "BM25Retriever")
         if k1 < 0:
             raise ValueError(f"k1 must be >= 0, got {k1}")
         if not 0.0 <= b <= 1.0:
             raise ValueError(f"b must be in [0, 1], got {b}")
-        self.documents = list(documents)
         self.k1, self.b, self.stopwords = float(k1), float(b), stopwords
         self.cache_path: str | None = None
         self.loaded_from_cache = False
@@ -100,20 +96,9 @@ class BM25Retriever(Retriever):
             if self.cache_path is not None:
                 self._save_cached(self._index, self.cache_path)
 
-    @classmethod
-    def from_corpus(cls, path: str | os.PathLike, **kwargs) -> "BM25Retriever":
-        return cls(load_corpus(path), **kwargs)
-
     def _cache_key(self) -> str:
-        spec = {
-            "corpus": corpus_fingerprint(self.documents),
-            "k1": self.k1,
-            "b": self.b,
-            "stopwords": self.stopwords,
-            "bm25s": bm25s.__version__,
-            "layout": _INDEX_LAYOUT_VERSION,
-        }
-        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
+        return cache_key(self.documents, k1=self.k1, b=self.b, stopwords=self.stopwords, bm25s=bm25s.__version__,
+                         layout=_INDEX_LAYOUT_VERSION)
 
     def _build(self) -> bm25s.BM25:
         tokens = tokenize([doc.index_text for doc in self.documents], self.stopwords)
@@ -150,11 +135,9 @@ class BM25Retriever(Retriever):
         logger.info("saved BM25 index to %s", path)
 
     def search(self, queries: list[str], topk: int) -> list[list[Hit]]:
-        check_queries(queries)
-        check_topk(topk)
+        k = search_depth(queries, topk, len(self.documents))
         if not queries:
             return []
-        k = min(topk, len(self.documents))
         token_lists = tokenize(queries, self.stopwords)
         result = self._index.retrieve(token_lists, k=k, sorted=True, show_progress=False, n_threads=0)
         indices: np.ndarray = result.documents  # (Q, k) document positions

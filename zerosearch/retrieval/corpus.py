@@ -11,6 +11,7 @@ Every problem is reported with the file name and the 1-based line number.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from typing import Iterable
@@ -136,3 +137,9 @@ def corpus_fingerprint(docs: Iterable[Document]) -> str:
             digest.update(len(encoded).to_bytes(8, "little"))
             digest.update(encoded)
     return digest.hexdigest()
+
+
+def cache_key(docs: Iterable[Document], **spec: object) -> str:
+    """32 hex characters naming an index of ``docs`` built with ``spec`` (JSON values): a cache's file name."""
+    spec = {"corpus": corpus_fingerprint(docs), **spec}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]

@@ -7,9 +7,7 @@ score is the cosine similarity between query and document.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-import json
 import logging
 import os
 import tempfile
@@ -17,8 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
-from zerosearch.retrieval.base import Hit, Retriever, check_queries, check_topk
-from zerosearch.retrieval.corpus import Document, corpus_fingerprint, load_corpus
+from zerosearch.retrieval.base import Hit, Retriever, corpus_documents, search_depth
+from zerosearch.retrieval.corpus import Document, cache_key
 
 logger = logging.getLogger(__name__)
 
@@ -92,13 +90,12 @@ class DenseRetriever(Retriever):
         passage_prefix: str = "",
         cache_dir: str | os.PathLike | None = None,
     ) -> None:
-        if len(documents) == 0:
-            raise ValueError("DenseRetriever needs at least one document")
+        documents = corpus_documents(documents, "DenseRetriever")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         check_model_arg(model)
         self._faiss = _import("faiss", "faiss-cpu")
-        self.documents = list(documents)
+        self.documents = documents
         self.model_name = model
         self.batch_size = batch_size
         self.query_prefix, self.passage_prefix = query_prefix, passage_prefix
@@ -107,10 +104,6 @@ class DenseRetriever(Retriever):
         embeddings = self._document_embeddings(cache_dir)  # (N, D) float32
         self.index = self._faiss.IndexFlatIP(embeddings.shape[1])
         self.index.add(embeddings)
-
-    @classmethod
-    def from_corpus(cls, path: str | os.PathLike, model: str, **kwargs) -> "DenseRetriever":
-        return cls(load_corpus(path), model, **kwargs)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """texts (n) -> float32 (n, D), rows of unit L2 norm, C-contiguous."""
@@ -127,12 +120,8 @@ class DenseRetriever(Retriever):
         texts = [self.passage_prefix + doc.index_text for doc in self.documents]
         if cache_dir is None:
             return self.encode(texts)
-        spec = {
-            "corpus": corpus_fingerprint(self.documents),
-            "model": os.path.abspath(self.model_name) if os.path.isdir(self.model_name) else self.model_name,
-            "passage_prefix": self.passage_prefix,
-        }
-        key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
+        model = os.path.abspath(self.model_name) if os.path.isdir(self.model_name) else self.model_name
+        key = cache_key(self.documents, model=model, passage_prefix=self.passage_prefix)
         path = os.path.join(os.fspath(cache_dir), f"dense-{key}.npy")
         if os.path.isfile(path):
             emb = np.load(path, allow_pickle=False)
@@ -149,11 +138,9 @@ class DenseRetriever(Retriever):
         return emb
 
     def search(self, queries: list[str], topk: int) -> list[list[Hit]]:
-        check_queries(queries)
-        check_topk(topk)
+        k = search_depth(queries, topk, len(self.documents))
         if not queries:
             return []
-        k = min(topk, len(self.documents))
         query_emb = self.encode([self.query_prefix + q for q in queries])  # (Q, D)
         scores, indices = self.index.search(query_emb, k)  # (Q, k) each
         return [

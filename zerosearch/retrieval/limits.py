@@ -29,7 +29,23 @@ async def _send_json(send: Send, status: int, payload: dict) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class BodySizeLimit:
+class _HTTPMiddleware:
+    """An ASGI middleware whose ``handle`` sees HTTP requests; other scopes (lifespan) go straight to ``app``."""
+
+    app: ASGIApp
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        await self.handle(scope, receive, send)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one HTTP request through ``self.app``."""
+        raise NotImplementedError
+
+
+class BodySizeLimit(_HTTPMiddleware):
     """Reject bodies over ``max_bytes`` with 413 before the app parses them.
 
     A ``Content-Length`` over the limit is refused without reading the body; a body without one
@@ -42,10 +58,7 @@ class BodySizeLimit:
         self.app = app
         self.max_bytes = max_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 if not value.isdigit():
@@ -80,7 +93,7 @@ class BodySizeLimit:
             await _send_json(send, 413, {"error": f"request body exceeds {self.max_bytes} bytes"})
 
 
-class RequestLog:
+class RequestLog(_HTTPMiddleware):
     """One debug-level line per request (method, path, status, latency) and status counters.
 
     Args:
@@ -92,10 +105,7 @@ class RequestLog:
         self.logger = logger
         self.stats = stats
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
         status = 500
 

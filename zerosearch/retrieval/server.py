@@ -61,10 +61,18 @@ def _request_models(max_batch: int, max_query_chars: int, max_topk: int) -> tupl
         topk: Optional[TopK] = None
         return_scores: bool = False
 
+        def search_args(self) -> tuple[list[str], Optional[int]]:
+            """(queries, topk or None for the server's default)."""
+            return self.queries, self.topk
+
     class SingleRequest(BaseModel):
         model_config = strict
         query: Query
         top_k: Optional[TopK] = None
+
+        def search_args(self) -> tuple[list[str], Optional[int]]:
+            """(queries, topk or None for the server's default)."""
+            return [self.query], self.top_k
 
     return BatchRequest, SingleRequest
 
@@ -160,24 +168,26 @@ def create_app(
             )
         return body, None
 
-    async def run_search(queries: list[str], topk: int) -> list[list[Hit]] | JSONResponse:
+    async def run_search(model: type[BaseModel], body: dict) -> tuple[Any, list[list[Hit]]] | JSONResponse:
+        """Validate ``body`` as ``model`` and search its queries: (request, hits per query), or the error response."""
         try:
-            hits = await run_in_threadpool(retriever.search, queries, topk)
+            req = model.model_validate(body)
+        except ValidationError as exc:
+            return _validation_error(exc)
+        queries, topk = req.search_args()
+        try:
+            hits = await run_in_threadpool(retriever.search, queries, topk if topk is not None else default_topk)
         except Exception as exc:  # a backend failure must still answer JSON, never a traceback
             logger.exception("retrieval failed for %d queries", len(queries))
             return _error(500, f"retrieval failed: {type(exc).__name__}")
         stats["queries"] += len(queries)
-        return hits
+        return req, hits
 
     async def batch_form(body: dict) -> JSONResponse:
-        try:
-            req = BatchRequest.model_validate(body)
-        except ValidationError as exc:
-            return _validation_error(exc)
-        topk = req.topk if req.topk is not None else default_topk
-        hits = await run_search(req.queries, topk)
-        if isinstance(hits, JSONResponse):
-            return hits
+        found = await run_search(BatchRequest, body)
+        if isinstance(found, JSONResponse):
+            return found
+        req, hits = found
         if req.return_scores:
             result = [[{"document": doc.to_dict(), "score": _score(s)} for doc, s in row] for row in hits]
         else:
@@ -185,15 +195,10 @@ def create_app(
         return JSONResponse({"result": result})
 
     async def single_form(body: dict) -> JSONResponse:
-        try:
-            req = SingleRequest.model_validate(body)
-        except ValidationError as exc:
-            return _validation_error(exc)
-        topk = req.top_k if req.top_k is not None else default_topk
-        hits = await run_search([req.query], topk)
-        if isinstance(hits, JSONResponse):
-            return hits
-        (row,) = hits
+        found = await run_search(SingleRequest, body)
+        if isinstance(found, JSONResponse):
+            return found
+        _, (row,) = found
         return JSONResponse(
             [{"id": doc.id, "title": doc.title, "text": doc.text, "score": _score(s)} for doc, s in row]
         )

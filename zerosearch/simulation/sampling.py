@@ -143,6 +143,28 @@ def _check_noops(params: dict, noop: dict[str, Any], where: str) -> None:
             raise RequestError(f"{where}: {key}={params[key]!r} is not supported by this server (only {neutral!r})")
 
 
+def _read_spec(params: dict, max_key: str, max_default: int, min_key: str, **extra: Any) -> SamplingSpec:
+    """The SamplingSpec of ``params``, read under the keys sglang and the OpenAI API share.
+
+    The token-count keys differ between the two and are named by the caller (``max_key`` with its
+    default, ``min_key``); ``extra`` holds fields only one of them has, already read.
+    """
+    return SamplingSpec(
+        max_new_tokens=_number(params, max_key, max_default, int),
+        min_new_tokens=_number(params, min_key, 0, int),
+        temperature=_number(params, "temperature", 1.0, float),
+        top_p=_number(params, "top_p", 1.0, float),
+        top_k=_number(params, "top_k", -1, int),
+        stop=_as_tuple_of(str, params.get("stop"), "stop"),
+        stop_token_ids=_as_tuple_of(int, params.get("stop_token_ids"), "stop_token_ids"),
+        ignore_eos=_flag(params, "ignore_eos", False),
+        seed=_number(params, "seed", None, int),
+        repetition_penalty=_number(params, "repetition_penalty", 1.0, float),
+        skip_special_tokens=_flag(params, "skip_special_tokens", True),
+        **extra,
+    )
+
+
 def from_sglang(params: dict | None) -> SamplingSpec:
     """Read sglang's ``sampling_params`` (defaults as in sglang: max_new_tokens 128, temperature 1)."""
     params = {} if params is None else params
@@ -153,20 +175,8 @@ def from_sglang(params: dict | None) -> SamplingSpec:
         raise RequestError(f"sampling_params: unknown key(s) {unknown}; supported: {sorted(SGLANG_KEYS)}")
     _check_noops(params, _NOOP_VALUES, "sampling_params")
     seed = params.get("sampling_seed", params.get("seed"))
-    return SamplingSpec(
-        max_new_tokens=_number(params, "max_new_tokens", 128, int),
-        min_new_tokens=_number(params, "min_new_tokens", 0, int),
-        temperature=_number(params, "temperature", 1.0, float),
-        top_p=_number(params, "top_p", 1.0, float),
-        top_k=_number(params, "top_k", -1, int),
-        stop=_as_tuple_of(str, params.get("stop"), "stop"),
-        stop_token_ids=_as_tuple_of(int, params.get("stop_token_ids"), "stop_token_ids"),
-        ignore_eos=_flag(params, "ignore_eos", False),
-        seed=_number({"seed": seed}, "seed", None, int) if seed is not None else None,
-        repetition_penalty=_number(params, "repetition_penalty", 1.0, float),
-        skip_special_tokens=_flag(params, "skip_special_tokens", True),
-        no_stop_trim=_flag(params, "no_stop_trim", False),
-    )
+    return _read_spec(dict(params, seed=seed), "max_new_tokens", 128, "min_new_tokens",
+                      no_stop_trim=_flag(params, "no_stop_trim", False))
 
 
 _OPENAI_NOOPS = {"n": 1, "stream": False, "logprobs": False, "top_logprobs": None, "frequency_penalty": 0.0,
@@ -182,19 +192,7 @@ def from_openai(body: dict, default_max_tokens: int) -> SamplingSpec:
     """
     _check_noops(body, _OPENAI_NOOPS, "chat.completions")
     max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
-    return SamplingSpec(
-        max_new_tokens=_number({"max_tokens": max_tokens}, "max_tokens", default_max_tokens, int),
-        min_new_tokens=_number(body, "min_tokens", 0, int),
-        temperature=_number(body, "temperature", 1.0, float),
-        top_p=_number(body, "top_p", 1.0, float),
-        top_k=_number(body, "top_k", -1, int),
-        stop=_as_tuple_of(str, body.get("stop"), "stop"),
-        stop_token_ids=_as_tuple_of(int, body.get("stop_token_ids"), "stop_token_ids"),
-        ignore_eos=_flag(body, "ignore_eos", False),
-        seed=_number(body, "seed", None, int),
-        repetition_penalty=_number(body, "repetition_penalty", 1.0, float),
-        skip_special_tokens=_flag(body, "skip_special_tokens", True),
-    )
+    return _read_spec(dict(body, max_tokens=max_tokens), "max_tokens", default_max_tokens, "min_tokens")
 
 
 def message_text(content: Any, index: int) -> str:

@@ -41,6 +41,17 @@ def _get(cfg: Mapping[str, Any], path: str) -> Any:
     return node
 
 
+# keys of every HTTP backend's sub-block: its request pool and retry policy
+_CLIENT_KEYS = ("concurrency", "timeout", "max_retries", "backoff")
+
+
+def _section(cfg: Mapping[str, Any], section: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    """Constructor arguments named as ``keys``, read in order from ``cfg[section]`` (``cfg`` itself when
+    ``section`` is empty); a missing key is an error naming its full path."""
+    prefix = f"{section}." if section else ""
+    return {key: _get(cfg, prefix + key) for key in keys}
+
+
 def build_search_tool(retriever_cfg: Mapping[str, Any], mode: str) -> SearchTool:
     """The search tool for ``mode`` (one of ``SEARCH_MODES``) configured by ``retriever_cfg``.
 
@@ -49,11 +60,7 @@ def build_search_tool(retriever_cfg: Mapping[str, Any], mode: str) -> SearchTool
     """
     if mode not in SEARCH_MODES:
         raise ValueError(f"unknown search mode {mode!r}; valid modes: {', '.join(SEARCH_MODES)}")
-    common = {
-        "topk": _get(retriever_cfg, "topk"),
-        "cache_size": _get(retriever_cfg, "cache_size"),
-        "seed": _get(retriever_cfg, "seed"),
-    }
+    common = _section(retriever_cfg, "", ("topk", "cache_size", "seed"))
     if mode in ("simulate_sft", "simulate_prompt"):
         from zerosearch.prompts import simulate_prompt_templates
         from zerosearch.tools.simulation import SimulationSearchTool
@@ -61,42 +68,17 @@ def build_search_tool(retriever_cfg: Mapping[str, Any], mode: str) -> SearchTool
         return SimulationSearchTool(
             mode=mode,
             hosts=_get(retriever_cfg, "simulation.host"),
-            port=_get(retriever_cfg, "simulation.port"),
-            model=_get(retriever_cfg, "simulation.model"),
-            protocol=_get(retriever_cfg, "simulation.protocol"),
-            temperature=_get(retriever_cfg, "simulation.temperature"),
-            max_tokens=_get(retriever_cfg, "simulation.max_tokens"),
-            concurrency=_get(retriever_cfg, "simulation.concurrency"),
-            timeout=_get(retriever_cfg, "simulation.timeout"),
-            max_retries=_get(retriever_cfg, "simulation.max_retries"),
-            backoff=_get(retriever_cfg, "simulation.backoff"),
-            system_prompt=_get(retriever_cfg, "simulation.system_prompt"),
-            tokenizer=_get(retriever_cfg, "simulation.tokenizer"),
+            **_section(retriever_cfg, "simulation", ("port", "model", "protocol", "temperature", "max_tokens",
+                                                     *_CLIENT_KEYS, "system_prompt", "tokenizer")),
             prompt_templates=simulate_prompt_templates(retriever_cfg),
             **common,
         )
     if mode == "wiki":
         from zerosearch.tools.wiki import WikiSearchTool
 
-        return WikiSearchTool(
-            host=_get(retriever_cfg, "wiki.host"),
-            port=_get(retriever_cfg, "wiki.port"),
-            concurrency=_get(retriever_cfg, "wiki.concurrency"),
-            timeout=_get(retriever_cfg, "wiki.timeout"),
-            max_retries=_get(retriever_cfg, "wiki.max_retries"),
-            backoff=_get(retriever_cfg, "wiki.backoff"),
-            max_batch_size=_get(retriever_cfg, "wiki.max_batch_size"),
-            **common,
-        )
+        return WikiSearchTool(**_section(retriever_cfg, "wiki", ("host", "port", *_CLIENT_KEYS, "max_batch_size")),
+                              **common)
     from zerosearch.tools.google import GoogleSearchTool
 
-    return GoogleSearchTool(
-        api_key_env=_get(retriever_cfg, "google.api_key_env"),
-        title_snippet_sep=_get(retriever_cfg, "google.title_snippet_sep"),
-        cache_dir=_get(retriever_cfg, "google.cache_dir"),
-        concurrency=_get(retriever_cfg, "google.concurrency"),
-        timeout=_get(retriever_cfg, "google.timeout"),
-        max_retries=_get(retriever_cfg, "google.max_retries"),
-        backoff=_get(retriever_cfg, "google.backoff"),
-        **common,
-    )
+    return GoogleSearchTool(**_section(retriever_cfg, "google",
+                                       ("api_key_env", "title_snippet_sep", "cache_dir", *_CLIENT_KEYS)), **common)

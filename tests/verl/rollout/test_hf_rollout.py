@@ -6,16 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from rollout_reference import (
-    BOOST_STEP,
-    PROMPT_TEXTS,
-    STOP_TAG,
-    boost_token,
-    first_stop_index,
-    greedy_reference,
-    multi_token_stop,
-    rescore,
-)
+from rollout_reference import BOOST_STEP, PROMPT_TEXTS, STOP_TAG, boost_token, first_stop_index, greedy_reference
+from rollout_reference import multi_token_stop, rescore
 
 from verl.workers.rollout.base import SamplingConfig
 from verl.workers.rollout.hf_rollout import HFRollout

@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from rollout_reference import (
-    PROMPT_TEXTS,
-    STOP_TAG,
-    boost_token,
-    first_stop_index,
-    greedy_reference,
-    multi_token_stop,
-    rescore,
-)
+from rollout_reference import PROMPT_TEXTS, STOP_TAG, boost_token, first_stop_index, greedy_reference, multi_token_stop
+from rollout_reference import rescore
 
 from verl.workers.rollout.base import SamplingConfig
 

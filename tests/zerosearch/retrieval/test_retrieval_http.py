@@ -2,7 +2,6 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -11,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from verl.utils.distributed import get_free_port
 from zerosearch.retrieval.background import BackgroundServer
 from zerosearch.retrieval.bm25 import BM25Retriever
 from zerosearch.retrieval.corpus import Document
@@ -95,18 +95,12 @@ def test_oversized_body_413_declared_and_streamed(server):
         assert r.status_code == 200 and r.json()[0]["id"] == "berlin"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_launch_script_waits_for_health_and_prints_settings(tmp_path):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text(
         "".join(f'{{"id": "{d.id}", "title": "{d.title}", "text": "{d.text}"}}\n' for d in DOCS)
     )
-    port = free_port()
+    port = get_free_port("127.0.0.1")
     env = dict(os.environ, PYTHON=sys.executable, RETRIEVAL_STARTUP_TIMEOUT="60")
     proc = subprocess.Popen(
         ["bash", str(ROOT / "scripts" / "launch_retrieval_server.sh"), str(corpus), str(port)],

@@ -1,12 +1,11 @@
-"""Fixtures of the simulation-server tests: a tiny offline model and a live server on 127.0.0.1."""
+"""Fixtures of the simulation-server tests: a tiny offline model and a live server on 127.0.0.1
+(``zerosearch.retrieval.background.BackgroundServer``)."""
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-
 import pytest
+
+from zerosearch.retrieval.background import BackgroundServer
 
 CORPUS = [
     "Doc 1: The George Washington Bridge spans the Hudson River between New York and New Jersey.",
@@ -22,34 +21,6 @@ def tiny_model_dir(tmp_path_factory):
 
     return str(build_tiny_model(tmp_path_factory.mktemp("sim") / "tiny", size="tiny", corpus_texts=CORPUS,
                                 vocab_size=512, kind="simulation"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LiveServer:
-    """A uvicorn server for an app, run in a thread; ``url`` once started."""
-
-    def __init__(self, app, timeout_s: float = 30.0):
-        import uvicorn
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + timeout_s
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture(scope="session")
@@ -69,6 +40,27 @@ def reference_model(tiny_model_dir):
     return model, AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
+@pytest.fixture(scope="session")
+def greedy(reference_model):
+    """``greedy(prompt_ids, n)``: n greedy tokens of the reference model, by argmax over full forward
+    passes (no generate, no cache)."""
+    import torch
+
+    model, _ = reference_model
+
+    def run(prompt_ids: list[int], n: int) -> list[int]:
+        ids = torch.tensor([prompt_ids])
+        out = []
+        with torch.no_grad():
+            for _ in range(n):
+                nxt = int(model(ids).logits[0, -1].argmax())
+                out.append(nxt)
+                ids = torch.cat([ids, torch.tensor([[nxt]])], dim=1)
+        return out
+
+    return run
+
+
 @pytest.fixture(scope="module")
 def live_server(hf_backend, tiny_model_dir):
     """The app on the HF backend; requests wait up to 150 ms for company so batching is observable."""
@@ -76,6 +68,5 @@ def live_server(hf_backend, tiny_model_dir):
 
     app = create_app(hf_backend, served_model_name="sim-test", model_path=tiny_model_dir, max_batch=16,
                      max_wait_s=0.15, default_max_tokens=8)
-    server = LiveServer(app)
-    yield server
-    server.stop()
+    with BackgroundServer(app, lifespan="on") as server:
+        yield server

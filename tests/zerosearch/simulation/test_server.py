@@ -9,22 +9,8 @@ import asyncio
 
 import httpx
 import pytest
-import torch
 
 pytestmark = pytest.mark.slow  # starts a server
-
-
-def greedy(reference_model, prompt_ids: list[int], n: int) -> list[int]:
-    """n greedy tokens by argmax over full forward passes (no generate, no cache)."""
-    model, _ = reference_model
-    ids = torch.tensor([prompt_ids])
-    out = []
-    with torch.no_grad():
-        for _ in range(n):
-            nxt = int(model(ids).logits[0, -1].argmax())
-            out.append(nxt)
-            ids = torch.cat([ids, torch.tensor([[nxt]])], dim=1)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +28,11 @@ def test_health_models_and_info(client, tiny_model_dir):
     assert info["backend"] == "hf" and info["max_batch"] == 16
 
 
-def test_generate_single_greedy_matches_reference(client, reference_model):
+def test_generate_single_greedy_matches_reference(client, reference_model, greedy):
     _, tok = reference_model
     prompt = "Doc 1: The George Washington Bridge"
     ids = tok(prompt).input_ids
-    expected = greedy(reference_model, ids, 10)
+    expected = greedy(ids, 10)
     r = client.post("/generate", json={"text": prompt, "rid": "q1",
                                        "sampling_params": {"max_new_tokens": 10, "temperature": 0, "ignore_eos": True}})
     assert r.status_code == 200
@@ -60,20 +46,20 @@ def test_generate_single_greedy_matches_reference(client, reference_model):
     assert (meta["prompt_tokens"], meta["completion_tokens"]) == (len(ids), 10)
 
 
-def test_generate_batch_list_in_list_out(client, reference_model):
+def test_generate_batch_list_in_list_out(client, reference_model, greedy):
     _, tok = reference_model
     prompts = ["Query: who designed the bridge?", "hi", "It opened in 1931 and was designed by"]
     params = [{"max_new_tokens": n, "temperature": 0, "ignore_eos": True} for n in (6, 9, 4)]
     body = client.post("/generate", json={"text": prompts, "sampling_params": params, "rid": ["a", "b", "c"]}).json()
     assert isinstance(body, list) and len(body) == 3
     for prompt, n, item, rid in zip(prompts, (6, 9, 4), body, "abc"):
-        assert item["output_ids"] == greedy(reference_model, tok(prompt).input_ids, n)
+        assert item["output_ids"] == greedy(tok(prompt).input_ids, n)
         assert item["meta_info"]["id"] == rid
     # input_ids form, one shared sampling_params for the batch
     rows = [tok(p).input_ids for p in prompts[:2]]
     body = client.post("/generate", json={"input_ids": rows, "sampling_params":
                                           {"max_new_tokens": 5, "temperature": 0, "ignore_eos": True}}).json()
-    assert [b["output_ids"] for b in body] == [greedy(reference_model, r, 5) for r in rows]
+    assert [b["output_ids"] for b in body] == [greedy(r, 5) for r in rows]
 
 
 def _stop_from(text: str) -> str:
@@ -85,11 +71,11 @@ def _stop_from(text: str) -> str:
     pytest.fail("the greedy text has no printable 3-character stop string to test with")
 
 
-def test_stop_strings_trim_and_keep(client, reference_model):
+def test_stop_strings_trim_and_keep(client, reference_model, greedy):
     _, tok = reference_model
     prompt = "Doc 2: It opened in 1931"
     ids = tok(prompt).input_ids
-    full_ids = greedy(reference_model, ids, 24)
+    full_ids = greedy(ids, 24)
     full = tok.decode(full_ids, skip_special_tokens=True)
     stop = _stop_from(full)
     cut = full.index(stop)
@@ -104,10 +90,10 @@ def test_stop_strings_trim_and_keep(client, reference_model):
     assert kept["text"] == full[:cut + len(stop)]
 
 
-def test_stop_token_ids_end_the_row(client, reference_model):
+def test_stop_token_ids_end_the_row(client, reference_model, greedy):
     _, tok = reference_model
     prompt = "Query: bridge"
-    full_ids = greedy(reference_model, tok(prompt).input_ids, 12)
+    full_ids = greedy(tok(prompt).input_ids, 12)
     target = full_ids[4]
     expected = full_ids[: full_ids.index(target) + 1]
     body = client.post("/generate", json={"text": prompt, "sampling_params": {
@@ -116,7 +102,7 @@ def test_stop_token_ids_end_the_row(client, reference_model):
     assert body["meta_info"]["finish_reason"] == {"type": "stop", "matched": target}
 
 
-def test_chat_completions_with_the_openai_client(live_server, reference_model):
+def test_chat_completions_with_the_openai_client(live_server, reference_model, greedy):
     from openai import OpenAI
 
     _, tok = reference_model
@@ -124,7 +110,7 @@ def test_chat_completions_with_the_openai_client(live_server, reference_model):
     messages = [{"role": "system", "content": ""}, {"role": "user", "content": user}]
     prompt_ids = tok(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),
                      add_special_tokens=False).input_ids
-    expected = greedy(reference_model, prompt_ids, 7)
+    expected = greedy(prompt_ids, 7)
     client = OpenAI(base_url=live_server.url + "/v1", api_key="EMPTY", timeout=60, max_retries=0)
     resp = client.chat.completions.create(
         model="sim-test", max_tokens=7, temperature=0,
@@ -172,7 +158,7 @@ def test_invalid_json_is_a_400(client):
     assert r.status_code == 400 and "JSON" in r.json()["error"]["message"]
 
 
-def test_concurrent_requests_are_batched(client, live_server, reference_model):
+def test_concurrent_requests_are_batched(client, live_server, reference_model, greedy):
     _, tok = reference_model
     before = client.get("/get_server_info").json()["stats"]
     prompts = [f"Query {i}: bridge" for i in range(8)]
@@ -192,4 +178,4 @@ def test_concurrent_requests_are_batched(client, live_server, reference_model):
     assert after["max_batch_size"] >= 4
     # Batching (left padding) does not change what each row generates.
     for p, r in zip(prompts, responses):
-        assert r.json()["output_ids"] == greedy(reference_model, tok(p).input_ids, 6)
+        assert r.json()["output_ids"] == greedy(tok(p).input_ids, 6)

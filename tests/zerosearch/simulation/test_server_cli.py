@@ -11,11 +11,8 @@ import httpx
 import psutil
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from verl.utils.distributed import get_free_port
+from zerosearch.retrieval.health import stop_process
 
 
 def _non_loopback_ip() -> str | None:
@@ -31,7 +28,7 @@ def _non_loopback_ip() -> str | None:
 
 @pytest.mark.slow
 def test_binds_loopback_by_default(tiny_model_dir):
-    port = _free_port()
+    port = get_free_port("127.0.0.1")
     proc = subprocess.Popen([sys.executable, "-m", "zerosearch.simulation.server", "--model", tiny_model_dir,
                              "--port", str(port), "--log-level", "warning"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -56,12 +53,7 @@ def test_binds_loopback_by_default(tiny_model_dir):
         served = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).json()
         assert served["data"][0]["id"] == "simulation"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc, 20)
 
 
 @pytest.mark.parametrize("flags, needle", [

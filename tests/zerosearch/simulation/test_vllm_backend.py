@@ -3,23 +3,10 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from zerosearch.simulation.sampling import GenerationRequest, SamplingSpec
 
 pytestmark = pytest.mark.slow  # starts a vLLM engine (~30 s)
-
-
-def _greedy(reference_model, prompt_ids, n):
-    model, _ = reference_model
-    ids = torch.tensor([prompt_ids])
-    out = []
-    with torch.no_grad():
-        for _ in range(n):
-            nxt = int(model(ids).logits[0, -1].argmax())
-            out.append(nxt)
-            ids = torch.cat([ids, torch.tensor([[nxt]])], dim=1)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +19,10 @@ def vllm_backend(tiny_model_dir):
     backend.close()
 
 
-def test_greedy_length_and_stop_reasons(vllm_backend, reference_model):
+def test_greedy_length_and_stop_reasons(vllm_backend, reference_model, greedy):
     _, tok = reference_model
     a, b = tok("Doc 1: The bridge").input_ids, tok("Query: who").input_ids
-    ref_a, ref_b = _greedy(reference_model, a, 12), _greedy(reference_model, b, 8)
+    ref_a, ref_b = greedy(a, 12), greedy(b, 8)
     stop_token = ref_b[3]
     results = vllm_backend.generate([
         GenerationRequest(a, SamplingSpec(max_new_tokens=12, temperature=0, ignore_eos=True)),
@@ -49,10 +36,10 @@ def test_greedy_length_and_stop_reasons(vllm_backend, reference_model):
     assert results[1].finish_reason == {"type": "stop", "matched": stop_token}
 
 
-def test_stop_string_is_trimmed(vllm_backend, reference_model):
+def test_stop_string_is_trimmed(vllm_backend, reference_model, greedy):
     _, tok = reference_model
     ids = tok("It opened in").input_ids
-    full = tok.decode(_greedy(reference_model, ids, 20), skip_special_tokens=True)
+    full = tok.decode(greedy(ids, 20), skip_special_tokens=True)
     stop = next((full[k:k + 3] for k in range(1, len(full) - 3)
                  if full[k:k + 3].isprintable() and " " not in full[k:k + 3] and "\ufffd" not in full[k:k + 3]), None)
     if stop is None:

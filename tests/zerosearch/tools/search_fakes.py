@@ -92,23 +92,29 @@ def build_app(state: FakeState) -> FastAPI:
             return JSONResponse({"error": "model 'x' does not exist"}, status_code=400)
         return None
 
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request):
-        body = await request.json()
-        early = await enter("/v1/chat/completions", body)
-        if early is not None:
-            return early
+    def faked(path: str):
+        """Serve ``handler(body)`` at POST ``path`` after ``enter`` recorded the request (and maybe failed it)."""
+
+        def register(handler):
+            async def endpoint(request: Request):
+                body = await request.json()
+                early = await enter(path, body)
+                return early if early is not None else handler(body)
+
+            app.post(path, name=handler.__name__)(endpoint)
+            return handler
+
+        return register
+
+    @faked("/v1/chat/completions")
+    def chat(body: dict):
         if state.mode == "not_json":
             return PlainTextResponse("<html>oops</html>")
         text = "I cannot help with that." if state.mode == "garbage" else simulated_reply(body["messages"][-1]["content"], state.n_docs)
         return {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}
 
-    @app.post("/generate")
-    async def generate(request: Request):
-        body = await request.json()
-        early = await enter("/generate", body)
-        if early is not None:
-            return early
+    @faked("/generate")
+    def generate(body: dict):
         text = "garbage" if state.mode == "garbage" else simulated_reply(body["text"], state.n_docs)
         return {"text": text, "meta_info": {}}
 
@@ -116,12 +122,8 @@ def build_app(state: FakeState) -> FastAPI:
     async def model_info():
         return {"model_path": state.model_path, "is_generation": True}
 
-    @app.post("/retrieve")
-    async def retrieve(request: Request):
-        body = await request.json()
-        early = await enter("/retrieve", body)
-        if early is not None:
-            return early
+    @faked("/retrieve")
+    def retrieve(body: dict):
         shape = state.retrieve_shape
         result: list[Any] = []
         for q in body["queries"]:

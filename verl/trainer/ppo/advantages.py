@@ -179,6 +179,28 @@ def _group_stats(scores: torch.Tensor, group: torch.Tensor) -> tuple[torch.Tenso
     return count[group], mean[group], std[group]
 
 
+def _masked_gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: Union[float, torch.Tensor],
+                lam: Union[float, torch.Tensor]) -> torch.Tensor:
+    """Unwhitened GAE advantages (B, R), walking backwards over the positions where ``mask`` is 1.
+
+    rewards, values, mask: (B, R), mask 0/1 in the values' dtype. delta_t = r_t + gamma * V_next -
+    V_t and A_t = delta_t + gamma * lam * A_next, where V_next and A_next come from the next
+    position with mask 1 (0 if none). A position with mask 0 is skipped: it carries the next value
+    and advantage across, and its entry is that carried advantage.
+    """
+    next_value = torch.zeros_like(values[:, 0])
+    next_adv = torch.zeros_like(values[:, 0])
+    reversed_adv = []
+    for t in reversed(range(values.shape[1])):
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        adv_t = delta + gamma * lam * next_adv
+        m = mask[:, t]
+        next_value = values[:, t] * m + (1 - m) * next_value
+        next_adv = adv_t * m + (1 - m) * next_adv
+        reversed_adv.append(next_adv)
+    return torch.stack(reversed_adv[::-1], dim=1)
+
+
 @register_adv_est("gae")
 def compute_gae_advantage_return(
     token_level_rewards: torch.Tensor,
@@ -197,18 +219,7 @@ def compute_gae_advantage_return(
     """
     _check_same_shape(token_level_rewards=token_level_rewards, values=values, response_mask=response_mask)
     with torch.no_grad():
-        mask = response_mask.to(values.dtype)
-        next_value = torch.zeros_like(values[:, 0])
-        next_adv = torch.zeros_like(values[:, 0])
-        reversed_adv = []
-        for t in reversed(range(values.shape[1])):
-            delta = token_level_rewards[:, t] + gamma * next_value - values[:, t]
-            adv_t = delta + gamma * lam * next_adv
-            m = mask[:, t]
-            next_value = values[:, t] * m + (1 - m) * next_value
-            next_adv = adv_t * m + (1 - m) * next_adv
-            reversed_adv.append(next_adv)
-        advantages = torch.stack(reversed_adv[::-1], dim=1)
+        advantages = _masked_gae(token_level_rewards, values, response_mask.to(values.dtype), gamma, lam)
         returns = advantages + values
         advantages = F.masked_whiten(advantages, response_mask)
     return advantages, returns
@@ -273,14 +284,9 @@ def compute_reinforce_plus_plus_outcome_advantage(
     """
     _check_same_shape(token_level_rewards=token_level_rewards, response_mask=response_mask)
     with torch.no_grad():
+        # G is GAE with zero values and lambda 1; its carried entries on mask 0 are zeroed
         mask = response_mask.to(token_level_rewards.dtype)
-        returns = torch.zeros_like(token_level_rewards)
-        running = torch.zeros_like(token_level_rewards[:, 0])
-        for t in reversed(range(token_level_rewards.shape[1])):
-            m = mask[:, t]
-            stepped = token_level_rewards[:, t] + gamma * running
-            returns[:, t] = stepped * m
-            running = stepped * m + (1 - m) * running
+        returns = _masked_gae(token_level_rewards, torch.zeros_like(token_level_rewards), mask, gamma, 1.0) * mask
         advantages = F.masked_whiten(returns, response_mask) * response_mask
     return advantages, returns
 

@@ -15,41 +15,27 @@ Update (``update_policy``), for ``ppo_epochs`` passes over the step's rows:
     is not finite.
   The lr scheduler steps once per ``update_policy`` call, i.e. once per training step.
 Across data-parallel ranks the gradients are averaged (each rank normalises by its own
-mini-batch).
+mini-batch). The epoch / mini-batch / micro-batch loop is shared with the critic
+(``verl/workers/micro_batches.py``); this file holds the policy's forward and loss.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
-import logging
-from collections import defaultdict
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import torch
 
 from verl.protocol import DataProto
 from verl.trainer.ppo.core_algos import agg_loss, compute_kl_loss, get_policy_loss_fn
-from verl.utils.fsdp_utils import clip_grad_norm, gradient_sync, unwrap_model
-from verl.utils.model import pad_input, unpad_input
-from verl.utils.seqlen_balancing import per_rank_mini_batch_size, restore_order, split_micro_batches
 from verl.utils.chunked_logprob import log_probs_and_entropy
-
-logger = logging.getLogger(__name__)
+from verl.utils.fsdp_utils import unwrap_model
+from verl.utils.model import pad_input, unpad_input
+from verl.workers.micro_batches import DataParallelModel, check_keys, forward_micro_batches, ppo_update
 
 LOG_PROB_KEYS = ("input_ids", "attention_mask", "position_ids", "responses")
 UPDATE_KEYS = LOG_PROB_KEYS + ("old_log_probs", "advantages", "response_mask")
-
-
-def _require(mapping: Mapping, key: str, where: str) -> Any:
-    if key not in mapping:
-        raise KeyError(f"{where}: missing '{key}'")
-    return mapping[key]
-
-
-def _check_keys(data: DataProto, keys: tuple[str, ...], where: str) -> None:
-    missing = [k for k in keys if k not in data.batch]
-    if missing:
-        raise KeyError(f"{where}: the batch lacks tensors {missing} (has {sorted(data.batch)})")
 
 
 def _check_temperature(temperature: Optional[float]) -> Optional[float]:
@@ -61,28 +47,19 @@ def _check_temperature(temperature: Optional[float]) -> Optional[float]:
     return temperature
 
 
-class DataParallelPPOActor:
+class DataParallelPPOActor(DataParallelModel):
     """PPO actor over a (possibly FSDP/DDP-wrapped) causal LM.
 
     Args:
         config: the ``actor_rollout_ref.actor`` block (see its yaml for the keys).
         module: the causal LM, wrapped or not; its ``.logits`` are (B, T, V).
         optimizer, scheduler: None for a frozen policy (the reference model).
-        dp_size: data-parallel world size (divides ``ppo_mini_batch_size``).
-        use_remove_padding: pack the real tokens of each micro-batch into one sequence.
-        device: where micro-batches are moved before the forward.
+        options: ``dp_size``, ``use_remove_padding``, ``device`` (see ``DataParallelModel``).
     """
 
     def __init__(self, config: Mapping, module: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
-                 scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None, *, dp_size: int = 1,
-                 use_remove_padding: bool = False, device: torch.device | str = "cpu") -> None:
-        self.config = config
-        self.module = module
-        self.optimizer = optimizer
-        self.scheduler = scheduler
-        self.dp_size = int(dp_size)
-        self.use_remove_padding = bool(use_remove_padding)
-        self.device = torch.device(device)
+                 scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None, **options: Any) -> None:
+        super().__init__(config, module, optimizer, scheduler, **options)
         # Hugging Face causal LMs take ``logits_to_keep`` (the LM head on the last positions only)
         forward = getattr(unwrap_model(module), "forward", None)
         self._logits_to_keep = forward is not None and "logits_to_keep" in inspect.signature(forward).parameters
@@ -121,9 +98,6 @@ class DataParallelPPOActor:
                 entropy = pad_input(entropy, indices, b, t)[:, t - r - 1: t - 1]
         return log_probs, entropy
 
-    def _to_device(self, data: DataProto) -> dict[str, torch.Tensor]:
-        return {k: v.to(self.device) for k, v in data.batch.items()}
-
     # ------------------------------------------------------------------ log-probs
     def compute_log_prob(self, data: DataProto, calculate_entropy: bool = False
                          ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -134,28 +108,12 @@ class DataParallelPPOActor:
         dynamic); logits are divided by meta_info ``temperature`` when given.
         """
         where = "compute_log_prob"
-        _check_keys(data, LOG_PROB_KEYS, where)
+        check_keys(data, LOG_PROB_KEYS, where)
         meta = data.meta_info
         temperature = _check_temperature(meta.get("temperature"))
-        use_dynamic = bool(_require(meta, "use_dynamic_bsz", f"{where} meta_info"))
-        micros, idx_order = split_micro_batches(
-            data.select(batch_keys=list(LOG_PROB_KEYS)),
-            None if use_dynamic else _require(meta, "micro_batch_size", f"{where} meta_info"),
-            use_dynamic, meta.get("max_token_len"), device=self.device)
-        was_training = self.module.training
-        self.module.eval()
-        log_probs, entropies = [], []
-        with torch.no_grad():
-            for micro in micros:
-                lp, ent = self._forward_micro_batch(self._to_device(micro), temperature, calculate_entropy)
-                log_probs.append(lp)
-                entropies.append(ent)
-        self.module.train(was_training)
-        out_lp = torch.cat(log_probs) if idx_order is None else restore_order(log_probs, idx_order)
-        if not calculate_entropy:
-            return out_lp, None
-        out_ent = torch.cat(entropies) if idx_order is None else restore_order(entropies, idx_order)
-        return out_lp, out_ent
+        return forward_micro_batches(
+            self.module, data.select(batch_keys=list(LOG_PROB_KEYS)), meta, where, self.device,
+            lambda micro: self._forward_micro_batch(micro, temperature, calculate_entropy))
 
     # ------------------------------------------------------------------ update
     def update_policy(self, data: DataProto) -> dict[str, float]:
@@ -168,81 +126,43 @@ class DataParallelPPOActor:
         if self.optimizer is None:
             raise RuntimeError("update_policy: this actor has no optimizer (a frozen reference policy)")
         cfg = self.config
-        where = "actor"
         use_kl_loss = bool(cfg.use_kl_loss)
         keys = UPDATE_KEYS + (("ref_log_prob",) if use_kl_loss else ())
-        _check_keys(data, keys, "update_policy")
+        check_keys(data, keys, "update_policy")
         temperature = _check_temperature(data.meta_info.get("temperature"))
-        batch = data.select(batch_keys=list(keys))
-        use_dynamic = bool(cfg.use_dynamic_bsz)
-        micro_size = None if use_dynamic else int(cfg.ppo_micro_batch_size_per_gpu)
-        mini_size = per_rank_mini_batch_size(len(batch), int(cfg.ppo_mini_batch_size), self.dp_size, micro_size, where)
-        policy_loss_fn = get_policy_loss_fn(cfg.policy_loss)
-        clip_low = cfg.clip_ratio if cfg.clip_ratio_low is None else cfg.clip_ratio_low
-        clip_high = cfg.clip_ratio if cfg.clip_ratio_high is None else cfg.clip_ratio_high
+        micro_loss = functools.partial(self._micro_loss, temperature=temperature,
+                                       policy_loss_fn=get_policy_loss_fn(cfg.policy_loss), use_kl_loss=use_kl_loss)
+        return ppo_update(self.module, self.optimizer, self.scheduler, data.select(batch_keys=list(keys)), cfg,
+                          self.dp_size, "actor", self.device, micro_loss)
+
+    def _micro_loss(self, micro: dict[str, torch.Tensor], mask: torch.Tensor, agg_kwargs: dict[str, float], *,
+                    temperature: Optional[float], policy_loss_fn: Callable, use_kl_loss: bool
+                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """One micro-batch's loss (policy - entropy bonus + KL), its summed and token-weighted metrics.
+
+        ``mask`` is the micro-batch's ``response_mask`` (b, R) in float32; ``agg_kwargs`` carry
+        the mini-batch's token and row counts that every term is normalised by.
+        """
+        cfg = self.config
         mode = cfg.loss_agg_mode
         entropy_coeff = float(cfg.entropy_coeff)
-
-        lr = float(self.optimizer.param_groups[0]["lr"])
-        step_metrics: list[dict[str, float]] = []
-        skipped = 0
-        self.module.train()
-        for _ in range(int(cfg.ppo_epochs)):
-            epoch_batch = batch[torch.randperm(len(batch))] if cfg.shuffle else batch
-            for mini in epoch_batch.split(mini_size):
-                metrics, finite = self._optimizer_step(mini, micro_size, temperature, policy_loss_fn, clip_low,
-                                                       clip_high, mode, entropy_coeff, use_kl_loss)
-                skipped += int(not finite)
-                step_metrics.append(metrics)
-        if self.scheduler is not None:
-            self.scheduler.step()
-        out = {k: sum(m[k] for m in step_metrics) / len(step_metrics) for k in step_metrics[0]}
-        out["actor/lr"] = lr
-        out["actor/skipped_steps"] = float(skipped)
-        return out
-
-    def _optimizer_step(self, mini: DataProto, micro_size: Optional[int], temperature: Optional[float],
-                        policy_loss_fn, clip_low: float, clip_high: float, mode: str, entropy_coeff: float,
-                        use_kl_loss: bool) -> tuple[dict[str, float], bool]:
-        cfg = self.config
-        mask_all = mini.batch["response_mask"]
-        n_tokens = float(mask_all.sum())
-        n_rows = float((mask_all.sum(-1) > 0).sum())
-        agg_kwargs = {"batch_num_tokens": n_tokens, "global_batch_size": n_rows}
-        micros, _ = split_micro_batches(mini, micro_size, micro_size is None, cfg.ppo_max_token_len_per_gpu,
-                                        device=self.device)
-        metrics: dict[str, float] = defaultdict(float)
-        self.optimizer.zero_grad(set_to_none=True)
-        for j, micro_data in enumerate(micros):
-            micro = self._to_device(micro_data)
-            mask = micro["response_mask"].to(torch.float32)
-            with gradient_sync(self.module, sync=j == len(micros) - 1):
-                log_prob, entropy = self._forward_micro_batch(micro, temperature, calculate_entropy=True,
-                                                              entropy_grad=entropy_coeff != 0.0)
-                pg_loss, pg_metrics = policy_loss_fn(
-                    old_log_prob=micro["old_log_probs"], log_prob=log_prob, advantages=micro["advantages"],
-                    response_mask=mask, clip_ratio_low=clip_low, clip_ratio_high=clip_high,
-                    clip_ratio_c=cfg.clip_ratio_c, loss_agg_mode=mode, **agg_kwargs)
-                entropy_loss = agg_loss(entropy, mask, mode, **agg_kwargs)
-                loss = pg_loss - entropy_coeff * entropy_loss
-                if use_kl_loss:
-                    kl_loss = compute_kl_loss(log_prob, micro["ref_log_prob"], mask, cfg.kl_loss_type, mode,
-                                              **agg_kwargs)
-                    loss = loss + float(cfg.kl_loss_coef) * kl_loss
-                    metrics["actor/kl_loss"] += float(kl_loss.detach())
-                loss.backward()
-            share = float(mask.sum()) / n_tokens if n_tokens > 0 else 0.0
-            metrics["actor/pg_loss"] += float(pg_loss.detach())
-            metrics["actor/entropy_loss"] += float(entropy_loss.detach())
-            metrics["actor/pg_clipfrac"] += share * float(pg_metrics["clipfrac"])
-            metrics["actor/ppo_kl"] += share * float(pg_metrics["ppo_kl"])
-            metrics["actor/pg_clipfrac_lower"] += share * float(pg_metrics["clipfrac_lower"])
-        grad_norm = clip_grad_norm(self.module, float(cfg.grad_clip), self.device)
-        finite = torch.isfinite(torch.tensor(grad_norm)).item()
-        if finite:
-            self.optimizer.step()
-        else:
-            logger.warning("actor: gradient norm is %s; skipping this optimizer step", grad_norm)
-        self.optimizer.zero_grad(set_to_none=True)
-        metrics["actor/grad_norm"] = grad_norm
-        return dict(metrics), bool(finite)
+        clip_low = cfg.clip_ratio if cfg.clip_ratio_low is None else cfg.clip_ratio_low
+        clip_high = cfg.clip_ratio if cfg.clip_ratio_high is None else cfg.clip_ratio_high
+        log_prob, entropy = self._forward_micro_batch(micro, temperature, calculate_entropy=True,
+                                                      entropy_grad=entropy_coeff != 0.0)
+        pg_loss, pg_metrics = policy_loss_fn(
+            old_log_prob=micro["old_log_probs"], log_prob=log_prob, advantages=micro["advantages"],
+            response_mask=mask, clip_ratio_low=clip_low, clip_ratio_high=clip_high,
+            clip_ratio_c=cfg.clip_ratio_c, loss_agg_mode=mode, **agg_kwargs)
+        entropy_loss = agg_loss(entropy, mask, mode, **agg_kwargs)
+        loss = pg_loss - entropy_coeff * entropy_loss
+        sums = {}
+        if use_kl_loss:
+            kl_loss = compute_kl_loss(log_prob, micro["ref_log_prob"], mask, cfg.kl_loss_type, mode, **agg_kwargs)
+            loss = loss + float(cfg.kl_loss_coef) * kl_loss
+            sums["actor/kl_loss"] = kl_loss.detach()
+        sums["actor/pg_loss"] = pg_loss.detach()
+        sums["actor/entropy_loss"] = entropy_loss.detach()
+        token_weighted = {"actor/pg_clipfrac": pg_metrics["clipfrac"], "actor/ppo_kl": pg_metrics["ppo_kl"],
+                          "actor/pg_clipfrac_lower": pg_metrics["clipfrac_lower"]}
+        return loss, sums, token_weighted

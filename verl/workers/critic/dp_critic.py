@@ -8,57 +8,37 @@ outputs at positions P-1 .. T-2, like the actor's log-probs.
 ``compute_values`` zeroes padding (``attention_mask`` of the response part) but keeps values on
 observation tokens, which take part in the GAE recursion; ``update_critic`` trains only where
 ``response_mask`` is 1. Micro-batching, loss normalisation by the mini-batch, gradient clipping,
-non-finite skip and the once-per-call scheduler step follow the actor (see dp_actor.py).
+non-finite skip and the once-per-call scheduler step are the actor's (verl/workers/micro_batches.py).
 """
 
 from __future__ import annotations
 
-import logging
-from collections import defaultdict
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import torch
 
 from verl.protocol import DataProto
 from verl.trainer.ppo.core_algos import compute_value_loss
-from verl.utils.fsdp_utils import clip_grad_norm, gradient_sync
 from verl.utils.model import pad_input, unpad_input
-from verl.utils.seqlen_balancing import per_rank_mini_batch_size, restore_order, split_micro_batches
 from verl.utils.torch_functional import masked_mean
-
-logger = logging.getLogger(__name__)
+from verl.workers.micro_batches import DataParallelModel, check_keys, forward_micro_batches, ppo_update
 
 VALUE_KEYS = ("input_ids", "attention_mask", "position_ids", "responses")
 UPDATE_KEYS = VALUE_KEYS + ("values", "returns", "response_mask")
 
 
-def _check_keys(data: DataProto, keys: tuple[str, ...], where: str) -> None:
-    missing = [k for k in keys if k not in data.batch]
-    if missing:
-        raise KeyError(f"{where}: the batch lacks tensors {missing} (has {sorted(data.batch)})")
-
-
-class DataParallelPPOCritic:
+class DataParallelPPOCritic(DataParallelModel):
     """Critic over a (possibly wrapped) value model whose ``.logits`` are (B, T, 1).
 
     Args:
         config: the ``critic`` block (see its yaml for the keys).
         module, optimizer, scheduler: the value model and its optimizer / lr schedule.
-        dp_size: data-parallel world size.
-        use_remove_padding: pack the real tokens of each micro-batch into one sequence.
-        device: where micro-batches are moved before the forward.
+        options: ``dp_size``, ``use_remove_padding``, ``device`` (see ``DataParallelModel``).
     """
 
     def __init__(self, config: Mapping, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None, *, dp_size: int = 1,
-                 use_remove_padding: bool = False, device: torch.device | str = "cpu") -> None:
-        self.config = config
-        self.module = module
-        self.optimizer = optimizer
-        self.scheduler = scheduler
-        self.dp_size = int(dp_size)
-        self.use_remove_padding = bool(use_remove_padding)
-        self.device = torch.device(device)
+                 scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None, **options: Any) -> None:
+        super().__init__(config, module, optimizer, scheduler, **options)
 
     def _forward_micro_batch(self, micro: dict[str, torch.Tensor]) -> torch.Tensor:
         """Values (b, R) in float32 at positions P-1 .. T-2."""
@@ -75,81 +55,31 @@ class DataParallelPPOCritic:
                                  use_cache=False).logits[..., 0]  # (b, T)
         return values[:, t - r - 1: t - 1].float()
 
-    def _to_device(self, data: DataProto) -> dict[str, torch.Tensor]:
-        return {k: v.to(self.device) for k, v in data.batch.items()}
-
     def compute_values(self, data: DataProto) -> torch.Tensor:
         """Values (B, R), 0 on response padding. meta_info: ``micro_batch_size`` / ``use_dynamic_bsz`` / ``max_token_len``."""
-        _check_keys(data, VALUE_KEYS, "compute_values")
-        meta = data.meta_info
-        if "use_dynamic_bsz" not in meta:
-            raise KeyError("compute_values meta_info: missing 'use_dynamic_bsz'")
-        use_dynamic = bool(meta["use_dynamic_bsz"])
-        if not use_dynamic and "micro_batch_size" not in meta:
-            raise KeyError("compute_values meta_info: missing 'micro_batch_size'")
-        micros, idx_order = split_micro_batches(data.select(batch_keys=list(VALUE_KEYS)), meta.get("micro_batch_size"),
-                                                use_dynamic, meta.get("max_token_len"), device=self.device)
-        was_training = self.module.training
-        self.module.eval()
-        with torch.no_grad():
-            outs = [self._forward_micro_batch(self._to_device(m)) for m in micros]
-        self.module.train(was_training)
-        values = torch.cat(outs) if idx_order is None else restore_order(outs, idx_order)
+        check_keys(data, VALUE_KEYS, "compute_values")
+        (values,) = forward_micro_batches(self.module, data.select(batch_keys=list(VALUE_KEYS)), data.meta_info,
+                                          "compute_values", self.device,
+                                          lambda micro: (self._forward_micro_batch(micro),))
         r = data.batch["responses"].shape[-1]
         return values * data.batch["attention_mask"][:, -r:].to(values.device, values.dtype)
 
     def update_critic(self, data: DataProto) -> dict[str, float]:
         """One training step of value updates; returns mean metrics over optimizer steps."""
-        cfg = self.config
-        _check_keys(data, UPDATE_KEYS, "update_critic")
-        batch = data.select(batch_keys=list(UPDATE_KEYS))
-        use_dynamic = bool(cfg.use_dynamic_bsz)
-        micro_size = None if use_dynamic else int(cfg.ppo_micro_batch_size_per_gpu)
-        mini_size = per_rank_mini_batch_size(len(batch), int(cfg.ppo_mini_batch_size), self.dp_size, micro_size,
-                                             "critic")
-        lr = float(self.optimizer.param_groups[0]["lr"])
-        step_metrics: list[dict[str, float]] = []
-        skipped = 0
-        self.module.train()
-        for _ in range(int(cfg.ppo_epochs)):
-            epoch_batch = batch[torch.randperm(len(batch))] if cfg.shuffle else batch
-            for mini in epoch_batch.split(mini_size):
-                metrics = self._optimizer_step(mini, micro_size)
-                skipped += int(not torch.isfinite(torch.tensor(metrics["critic/grad_norm"])).item())
-                step_metrics.append(metrics)
-        if self.scheduler is not None:
-            self.scheduler.step()
-        out = {k: sum(m[k] for m in step_metrics) / len(step_metrics) for k in step_metrics[0]}
-        out["critic/lr"] = lr
-        out["critic/skipped_steps"] = float(skipped)
-        return out
+        check_keys(data, UPDATE_KEYS, "update_critic")
+        return ppo_update(self.module, self.optimizer, self.scheduler, data.select(batch_keys=list(UPDATE_KEYS)),
+                          self.config, self.dp_size, "critic", self.device, self._micro_loss)
 
-    def _optimizer_step(self, mini: DataProto, micro_size: Optional[int]) -> dict[str, float]:
+    def _micro_loss(self, micro: dict[str, torch.Tensor], mask: torch.Tensor, agg_kwargs: dict[str, float]
+                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """One micro-batch's clipped value loss, its summed and token-weighted metrics.
+
+        ``mask`` is the micro-batch's ``response_mask`` (b, R) in float32; ``agg_kwargs`` carry
+        the mini-batch's token and row counts that the loss is normalised by.
+        """
         cfg = self.config
-        mask_all = mini.batch["response_mask"]
-        n_tokens = float(mask_all.sum())
-        agg_kwargs = {"batch_num_tokens": n_tokens, "global_batch_size": float((mask_all.sum(-1) > 0).sum())}
-        micros, _ = split_micro_batches(mini, micro_size, micro_size is None, cfg.ppo_max_token_len_per_gpu,
-                                        device=self.device)
-        metrics: dict[str, float] = defaultdict(float)
-        self.optimizer.zero_grad(set_to_none=True)
-        for j, micro_data in enumerate(micros):
-            micro = self._to_device(micro_data)
-            mask = micro["response_mask"].to(torch.float32)
-            with gradient_sync(self.module, sync=j == len(micros) - 1):
-                vpreds = self._forward_micro_batch(micro)
-                vf_loss, vf_clipfrac = compute_value_loss(vpreds, micro["returns"], micro["values"], mask,
-                                                          float(cfg.cliprange_value), cfg.loss_agg_mode, **agg_kwargs)
-                vf_loss.backward()
-            share = float(mask.sum()) / n_tokens if n_tokens > 0 else 0.0
-            metrics["critic/vf_loss"] += float(vf_loss.detach())
-            metrics["critic/vf_clipfrac"] += share * float(vf_clipfrac)
-            metrics["critic/vpred_mean"] += share * float(masked_mean(vpreds.detach(), mask))
-        grad_norm = clip_grad_norm(self.module, float(cfg.grad_clip), self.device)
-        if torch.isfinite(torch.tensor(grad_norm)).item():
-            self.optimizer.step()
-        else:
-            logger.warning("critic: gradient norm is %s; skipping this optimizer step", grad_norm)
-        self.optimizer.zero_grad(set_to_none=True)
-        metrics["critic/grad_norm"] = grad_norm
-        return dict(metrics)
+        vpreds = self._forward_micro_batch(micro)
+        vf_loss, vf_clipfrac = compute_value_loss(vpreds, micro["returns"], micro["values"], mask,
+                                                  float(cfg.cliprange_value), cfg.loss_agg_mode, **agg_kwargs)
+        token_weighted = {"critic/vf_clipfrac": vf_clipfrac, "critic/vpred_mean": masked_mean(vpreds.detach(), mask)}
+        return vf_loss, {"critic/vf_loss": vf_loss.detach()}, token_weighted

@@ -58,6 +58,14 @@ def check_sampling(sampling: SamplingConfig) -> None:
         raise ValueError(f"SamplingConfig.top_k must be -1 (off) or >= 1, got {sampling.top_k}")
 
 
+def check_generate_args(prompts: list[list[int]], sampling: SamplingConfig, where: str) -> None:
+    """``check_sampling``, and a ValueError naming ``where`` and the row when a prompt is empty."""
+    check_sampling(sampling)
+    for i, p in enumerate(prompts):
+        if len(p) == 0:
+            raise ValueError(f"{where}: prompt {i} is empty")
+
+
 @dataclass
 class GenerationOutput:
     """One generated continuation.

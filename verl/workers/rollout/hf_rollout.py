@@ -32,7 +32,7 @@ from transformers.generation.logits_process import TemperatureLogitsWarper, TopK
 from transformers.generation.stopping_criteria import StopStringCriteria
 
 from verl.utils.torch_functional import pad_2d_list_to_length
-from verl.workers.rollout.base import BaseRollout, GenerationOutput, SamplingConfig, check_sampling
+from verl.workers.rollout.base import BaseRollout, GenerationOutput, SamplingConfig, check_generate_args
 from verl.workers.rollout.weight_sync import SyncStats, full_tensor
 
 ModuleOrGetter = torch.nn.Module | Callable[[], torch.nn.Module]
@@ -135,10 +135,7 @@ class HFRollout(BaseRollout):
 
     def generate(self, prompts: list[list[int]], sampling: SamplingConfig) -> list[GenerationOutput]:
         """Generate one continuation per prompt (see the module docstring for the log-probs)."""
-        check_sampling(sampling)
-        for i, p in enumerate(prompts):
-            if len(p) == 0:
-                raise ValueError(f"HFRollout.generate: prompt {i} is empty")
+        check_generate_args(prompts, sampling, "HFRollout.generate")
         if not prompts:
             return []
         module = self._get_module()

@@ -48,7 +48,7 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from verl.workers.rollout.base import BaseRollout, GenerationOutput, SamplingConfig, check_sampling
+from verl.workers.rollout.base import BaseRollout, GenerationOutput, SamplingConfig, check_generate_args
 from verl.workers.rollout.weight_sync import SyncStats, bucket_bytes_of, stream_weights
 
 logger = logging.getLogger(__name__)
@@ -192,10 +192,7 @@ class VLLMRollout(BaseRollout):
         if self._asleep:
             raise RuntimeError(f"VLLMRollout.generate: the engine sleeps ({sorted(self._asleep)} released); call "
                                "wake_weights(), sync_weights(...), wake_kv_cache() first")
-        check_sampling(sampling)
-        for i, p in enumerate(prompts):
-            if len(p) == 0:
-                raise ValueError(f"VLLMRollout.generate: prompt {i} is empty")
+        check_generate_args(prompts, sampling, "VLLMRollout.generate")
         if not prompts:
             return []
         requests = [TokensPrompt(prompt_token_ids=[int(t) for t in p]) for p in prompts]
