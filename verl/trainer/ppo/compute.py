@@ -38,14 +38,15 @@ def load_estimator(algorithm: Mapping[str, Any]) -> AdvantageEstimator:
     return get_adv_estimator(str(algorithm["adv_estimator"]))
 
 
-def required_roles(config) -> RequiredRoles:
+def required_roles(config, estimator: AdvantageEstimator | None = None) -> RequiredRoles:
     """The critic and reference a trainer config needs, from the estimator's registry record.
 
     A critic when the estimator reads ``values``; a reference when the estimator reads
     ``ref_log_prob`` or a KL term (``algorithm.use_kl_in_reward``, ``actor.use_kl_loss``) does and
-    ``actor_rollout_ref.ref.enable`` is on.
+    ``actor_rollout_ref.ref.enable`` is on. ``estimator``: the one already loaded from
+    ``config.algorithm`` (loaded here when None).
     """
-    estimator = load_estimator(config.algorithm)
+    estimator = estimator or load_estimator(config.algorithm)
     kl = bool(config.algorithm.use_kl_in_reward) or bool(config.actor_rollout_ref.actor.use_kl_loss)
     reference = estimator.needs_reference or (bool(config.actor_rollout_ref.ref.enable) and kl)
     return RequiredRoles(critic=estimator.needs_critic, reference=reference)

@@ -122,7 +122,7 @@ class RayPPOTrainer:
         self.total_training_steps = total_training_steps
         self.global_step = 0
         self.estimator = load_estimator(config.algorithm)
-        roles = required_roles(config)
+        roles = required_roles(config, self.estimator)
         self.use_critic, self.use_reference = roles.critic, roles.reference
         self.kl_ctrl = core_algos.get_kl_controller(config.algorithm.kl_ctrl)
         self.ckpt = CheckpointManager(config.trainer.default_local_dir, config.trainer.max_ckpt_to_keep)
