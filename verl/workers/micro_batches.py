@@ -2,8 +2,8 @@
 
 Shapes: B = rows, R = response length, b = rows of one micro-batch.
 
-``DataParallelModel`` holds what both roles hold (module, optimizer, schedule, device); two passes
-go through here:
+``DataParallelModel`` holds what both roles hold (module, optimizer, schedule, device) and runs
+the two passes:
 
 ``forward_micro_batches`` (no gradient): split the rows into micro-batches (fixed size, or
 token-budgeted with ``use_dynamic_bsz``), run a forward on each in eval mode, and join each output
@@ -61,6 +61,95 @@ class DataParallelModel:
         self.use_remove_padding = bool(use_remove_padding)
         self.device = torch.device(device)
 
+    def forward_micro_batches(self, data: DataProto, meta: Mapping, where: str,
+                              forward: Callable[[dict[str, torch.Tensor]], tuple[Optional[torch.Tensor], ...]]
+                              ) -> tuple[Optional[torch.Tensor], ...]:
+        """Run ``forward`` without gradient on each micro-batch of ``data``; outputs in row order.
+
+        ``meta`` needs ``use_dynamic_bsz`` and either ``micro_batch_size`` or ``max_token_len``.
+        ``forward`` gets one micro-batch's tensors on ``self.device`` and returns a tuple of (b, ...)
+        tensors, or None in a slot it does not fill; each slot comes back as a (B, ...) tensor in the
+        rows' original order (None where every micro-batch gave None). The module's training mode is
+        restored afterwards.
+        """
+        use_dynamic = bool(require(meta, "use_dynamic_bsz", f"{where} meta_info"))
+        micros, idx_order = split_micro_batches(
+            data, None if use_dynamic else require(meta, "micro_batch_size", f"{where} meta_info"),
+            use_dynamic, meta.get("max_token_len"), device=self.device)
+        if not micros:
+            raise ValueError(f"{where}: the batch has no rows")
+        was_training = self.module.training
+        self.module.eval()
+        with torch.no_grad():
+            outs = [forward(to_device(micro, self.device)) for micro in micros]
+        self.module.train(was_training)
+        return tuple(None if parts[0] is None else
+                     (torch.cat(parts) if idx_order is None else restore_order(list(parts), idx_order))
+                     for parts in zip(*outs))
+
+    def ppo_update(self, batch: DataProto, where: str, micro_loss: MicroLoss) -> dict[str, float]:
+        """One training step of updates on ``batch``; returns metrics averaged over optimizer steps.
+
+        ``self.config`` is the actor's or critic's block (``ppo_epochs, shuffle, ppo_mini_batch_size,
+        ppo_micro_batch_size_per_gpu, use_dynamic_bsz, ppo_max_token_len_per_gpu, grad_clip``);
+        ``batch`` needs ``response_mask`` (B, R) and whatever ``micro_loss`` reads. Metric names start
+        with ``where`` (``actor`` / ``critic``), which also names the config block in errors.
+        """
+        cfg = self.config
+        use_dynamic = bool(cfg.use_dynamic_bsz)
+        micro_size = None if use_dynamic else int(cfg.ppo_micro_batch_size_per_gpu)
+        mini_size = per_rank_mini_batch_size(len(batch), int(cfg.ppo_mini_batch_size), self.dp_size, micro_size,
+                                             where)
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        step_metrics: list[dict[str, float]] = []
+        skipped = 0
+        self.module.train()
+        for _ in range(int(cfg.ppo_epochs)):
+            epoch_batch = batch[torch.randperm(len(batch))] if cfg.shuffle else batch
+            for mini in epoch_batch.split(mini_size):
+                metrics, finite = self._optimizer_step(mini, micro_size, where, micro_loss)
+                skipped += int(not finite)
+                step_metrics.append(metrics)
+        if self.scheduler is not None:
+            self.scheduler.step()
+        out = {k: sum(m[k] for m in step_metrics) / len(step_metrics) for k in step_metrics[0]}
+        out[f"{where}/lr"] = lr
+        out[f"{where}/skipped_steps"] = float(skipped)
+        return out
+
+    def _optimizer_step(self, mini: DataProto, micro_size: Optional[int], where: str, micro_loss: MicroLoss
+                        ) -> tuple[dict[str, float], bool]:
+        """Accumulate the gradients of one mini-batch's micro-batches and step the optimizer, or skip
+        the step when the gradient norm is not finite; returns the metrics and whether it stepped."""
+        cfg, module, optimizer, device = self.config, self.module, self.optimizer, self.device
+        mask_all = mini.batch["response_mask"]
+        n_tokens = float(mask_all.sum())
+        agg_kwargs = {"batch_num_tokens": n_tokens, "global_batch_size": float((mask_all.sum(-1) > 0).sum())}
+        micros, _ = split_micro_batches(mini, micro_size, micro_size is None, cfg.ppo_max_token_len_per_gpu,
+                                        device=device)
+        metrics: dict[str, float] = defaultdict(float)
+        optimizer.zero_grad(set_to_none=True)
+        for j, micro_data in enumerate(micros):
+            micro = to_device(micro_data, device)
+            mask = micro["response_mask"].to(torch.float32)
+            with gradient_sync(module, sync=j == len(micros) - 1):
+                loss, sums, token_weighted = micro_loss(micro, mask, agg_kwargs)
+                loss.backward()
+            share = float(mask.sum()) / n_tokens if n_tokens > 0 else 0.0
+            for key, value in sums.items():
+                metrics[key] += float(value)
+            for key, value in token_weighted.items():
+                metrics[key] += share * float(value)
+        grad_norm = clip_grad_norm(module, float(cfg.grad_clip), device)
+        finite = bool(torch.isfinite(torch.tensor(grad_norm)).item())
+        if finite:
+            optimizer.step()
+        else:
+            logger.warning("%s: gradient norm is %s; skipping this optimizer step", where, grad_norm)
+        optimizer.zero_grad(set_to_none=True)
+        metrics[f"{where}/grad_norm"] = grad_norm
+        return dict(metrics), finite
+
 
 def require(mapping: Mapping, key: str, where: str) -> Any:
     """``mapping[key]``, or a KeyError naming ``where`` and the missing key."""
@@ -79,94 +168,3 @@ def check_keys(data: DataProto, keys: tuple[str, ...], where: str) -> None:
 def to_device(data: DataProto, device: torch.device) -> dict[str, torch.Tensor]:
     """The tensors of ``data.batch`` moved to ``device``."""
     return {k: v.to(device) for k, v in data.batch.items()}
-
-
-def forward_micro_batches(module: torch.nn.Module, data: DataProto, meta: Mapping, where: str,
-                          device: torch.device,
-                          forward: Callable[[dict[str, torch.Tensor]], tuple[Optional[torch.Tensor], ...]]
-                          ) -> tuple[Optional[torch.Tensor], ...]:
-    """Run ``forward`` without gradient on each micro-batch of ``data``; outputs in row order.
-
-    ``meta`` needs ``use_dynamic_bsz`` and either ``micro_batch_size`` or ``max_token_len``.
-    ``forward`` gets one micro-batch's tensors on ``device`` and returns a tuple of (b, ...)
-    tensors, or None in a slot it does not fill; each slot comes back as a (B, ...) tensor in the
-    rows' original order (None where every micro-batch gave None). The module's training mode is
-    restored afterwards.
-    """
-    use_dynamic = bool(require(meta, "use_dynamic_bsz", f"{where} meta_info"))
-    micros, idx_order = split_micro_batches(
-        data, None if use_dynamic else require(meta, "micro_batch_size", f"{where} meta_info"),
-        use_dynamic, meta.get("max_token_len"), device=device)
-    if not micros:
-        raise ValueError(f"{where}: the batch has no rows")
-    was_training = module.training
-    module.eval()
-    with torch.no_grad():
-        outs = [forward(to_device(micro, device)) for micro in micros]
-    module.train(was_training)
-    return tuple(None if parts[0] is None else
-                 (torch.cat(parts) if idx_order is None else restore_order(list(parts), idx_order))
-                 for parts in zip(*outs))
-
-
-def ppo_update(module: torch.nn.Module, optimizer: torch.optim.Optimizer,
-               scheduler: Optional[torch.optim.lr_scheduler.LRScheduler], batch: DataProto, cfg: Mapping,
-               dp_size: int, where: str, device: torch.device, micro_loss: MicroLoss) -> dict[str, float]:
-    """One training step of updates on ``batch``; returns metrics averaged over optimizer steps.
-
-    ``cfg`` is the actor's or critic's config block (``ppo_epochs, shuffle, ppo_mini_batch_size,
-    ppo_micro_batch_size_per_gpu, use_dynamic_bsz, ppo_max_token_len_per_gpu, grad_clip``);
-    ``batch`` needs ``response_mask`` (B, R) and whatever ``micro_loss`` reads. Metric names start
-    with ``where`` (``actor`` / ``critic``), which also names the config block in errors.
-    """
-    use_dynamic = bool(cfg.use_dynamic_bsz)
-    micro_size = None if use_dynamic else int(cfg.ppo_micro_batch_size_per_gpu)
-    mini_size = per_rank_mini_batch_size(len(batch), int(cfg.ppo_mini_batch_size), dp_size, micro_size, where)
-    lr = float(optimizer.param_groups[0]["lr"])
-    step_metrics: list[dict[str, float]] = []
-    skipped = 0
-    module.train()
-    for _ in range(int(cfg.ppo_epochs)):
-        epoch_batch = batch[torch.randperm(len(batch))] if cfg.shuffle else batch
-        for mini in epoch_batch.split(mini_size):
-            metrics = _optimizer_step(module, optimizer, mini, micro_size, cfg, where, device, micro_loss)
-            skipped += int(not torch.isfinite(torch.tensor(metrics[f"{where}/grad_norm"])).item())
-            step_metrics.append(metrics)
-    if scheduler is not None:
-        scheduler.step()
-    out = {k: sum(m[k] for m in step_metrics) / len(step_metrics) for k in step_metrics[0]}
-    out[f"{where}/lr"] = lr
-    out[f"{where}/skipped_steps"] = float(skipped)
-    return out
-
-
-def _optimizer_step(module: torch.nn.Module, optimizer: torch.optim.Optimizer, mini: DataProto,
-                    micro_size: Optional[int], cfg: Mapping, where: str, device: torch.device,
-                    micro_loss: MicroLoss) -> dict[str, float]:
-    """Accumulate the gradients of one mini-batch's micro-batches and step (or skip) the optimizer."""
-    mask_all = mini.batch["response_mask"]
-    n_tokens = float(mask_all.sum())
-    agg_kwargs = {"batch_num_tokens": n_tokens, "global_batch_size": float((mask_all.sum(-1) > 0).sum())}
-    micros, _ = split_micro_batches(mini, micro_size, micro_size is None, cfg.ppo_max_token_len_per_gpu,
-                                    device=device)
-    metrics: dict[str, float] = defaultdict(float)
-    optimizer.zero_grad(set_to_none=True)
-    for j, micro_data in enumerate(micros):
-        micro = to_device(micro_data, device)
-        mask = micro["response_mask"].to(torch.float32)
-        with gradient_sync(module, sync=j == len(micros) - 1):
-            loss, sums, token_weighted = micro_loss(micro, mask, agg_kwargs)
-            loss.backward()
-        share = float(mask.sum()) / n_tokens if n_tokens > 0 else 0.0
-        for key, value in sums.items():
-            metrics[key] += float(value)
-        for key, value in token_weighted.items():
-            metrics[key] += share * float(value)
-    grad_norm = clip_grad_norm(module, float(cfg.grad_clip), device)
-    if torch.isfinite(torch.tensor(grad_norm)).item():
-        optimizer.step()
-    else:
-        logger.warning("%s: gradient norm is %s; skipping this optimizer step", where, grad_norm)
-    optimizer.zero_grad(set_to_none=True)
-    metrics[f"{where}/grad_norm"] = grad_norm
-    return dict(metrics)

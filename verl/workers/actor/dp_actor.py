@@ -32,7 +32,7 @@ from verl.trainer.ppo.core_algos import agg_loss, compute_kl_loss, get_policy_lo
 from verl.utils.chunked_logprob import log_probs_and_entropy
 from verl.utils.fsdp_utils import unwrap_model
 from verl.utils.model import pad_input, unpad_input
-from verl.workers.micro_batches import DataParallelModel, check_keys, forward_micro_batches, ppo_update
+from verl.workers.micro_batches import DataParallelModel, check_keys
 
 LOG_PROB_KEYS = ("input_ids", "attention_mask", "position_ids", "responses")
 UPDATE_KEYS = LOG_PROB_KEYS + ("old_log_probs", "advantages", "response_mask")
@@ -111,8 +111,8 @@ class DataParallelPPOActor(DataParallelModel):
         check_keys(data, LOG_PROB_KEYS, where)
         meta = data.meta_info
         temperature = _check_temperature(meta.get("temperature"))
-        return forward_micro_batches(
-            self.module, data.select(batch_keys=list(LOG_PROB_KEYS)), meta, where, self.device,
+        return self.forward_micro_batches(
+            data.select(batch_keys=list(LOG_PROB_KEYS)), meta, where,
             lambda micro: self._forward_micro_batch(micro, temperature, calculate_entropy))
 
     # ------------------------------------------------------------------ update
@@ -132,8 +132,7 @@ class DataParallelPPOActor(DataParallelModel):
         temperature = _check_temperature(data.meta_info.get("temperature"))
         micro_loss = functools.partial(self._micro_loss, temperature=temperature,
                                        policy_loss_fn=get_policy_loss_fn(cfg.policy_loss), use_kl_loss=use_kl_loss)
-        return ppo_update(self.module, self.optimizer, self.scheduler, data.select(batch_keys=list(keys)), cfg,
-                          self.dp_size, "actor", self.device, micro_loss)
+        return self.ppo_update(data.select(batch_keys=list(keys)), "actor", micro_loss)
 
     def _micro_loss(self, micro: dict[str, torch.Tensor], mask: torch.Tensor, agg_kwargs: dict[str, float], *,
                     temperature: Optional[float], policy_loss_fn: Callable, use_kl_loss: bool

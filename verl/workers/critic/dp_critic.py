@@ -21,7 +21,7 @@ from verl.protocol import DataProto
 from verl.trainer.ppo.core_algos import compute_value_loss
 from verl.utils.model import pad_input, unpad_input
 from verl.utils.torch_functional import masked_mean
-from verl.workers.micro_batches import DataParallelModel, check_keys, forward_micro_batches, ppo_update
+from verl.workers.micro_batches import DataParallelModel, check_keys
 
 VALUE_KEYS = ("input_ids", "attention_mask", "position_ids", "responses")
 UPDATE_KEYS = VALUE_KEYS + ("values", "returns", "response_mask")
@@ -58,17 +58,15 @@ class DataParallelPPOCritic(DataParallelModel):
     def compute_values(self, data: DataProto) -> torch.Tensor:
         """Values (B, R), 0 on response padding. meta_info: ``micro_batch_size`` / ``use_dynamic_bsz`` / ``max_token_len``."""
         check_keys(data, VALUE_KEYS, "compute_values")
-        (values,) = forward_micro_batches(self.module, data.select(batch_keys=list(VALUE_KEYS)), data.meta_info,
-                                          "compute_values", self.device,
-                                          lambda micro: (self._forward_micro_batch(micro),))
+        (values,) = self.forward_micro_batches(data.select(batch_keys=list(VALUE_KEYS)), data.meta_info,
+                                               "compute_values", lambda micro: (self._forward_micro_batch(micro),))
         r = data.batch["responses"].shape[-1]
         return values * data.batch["attention_mask"][:, -r:].to(values.device, values.dtype)
 
     def update_critic(self, data: DataProto) -> dict[str, float]:
         """One training step of value updates; returns mean metrics over optimizer steps."""
         check_keys(data, UPDATE_KEYS, "update_critic")
-        return ppo_update(self.module, self.optimizer, self.scheduler, data.select(batch_keys=list(UPDATE_KEYS)),
-                          self.config, self.dp_size, "critic", self.device, self._micro_loss)
+        return self.ppo_update(data.select(batch_keys=list(UPDATE_KEYS)), "critic", self._micro_loss)
 
     def _micro_loss(self, micro: dict[str, torch.Tensor], mask: torch.Tensor, agg_kwargs: dict[str, float]
                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
