@@ -47,11 +47,23 @@ def default_engine(device: str) -> str:
     return auto_rollout_engine(device)
 
 
-def trainer_config(overrides: list[str]):
-    """The ZeroSearch trainer config (configs/zerosearch_trainer.yaml) with ``overrides``."""
+def trainer_config(overrides: list[str], device: str):
+    """The ZeroSearch trainer config (configs/zerosearch_trainer.yaml) on ``device`` (cpu or cuda:
+    its device profile) with ``overrides``."""
     from verl.trainer.main_ppo import load_config
 
-    return load_config(overrides, config_dir=str(REPO_ROOT / "configs"), config_name="zerosearch_trainer")
+    return load_config([f"trainer.device={device}", *overrides], config_dir=str(REPO_ROOT / "configs"),
+                       config_name="zerosearch_trainer")
+
+
+def rollout_config(model_path, device: str) -> dict:
+    """``actor_rollout_ref.rollout`` of the trainer config for ``model_path`` on ``device`` (cpu or
+    cuda), every interpolation resolved (the device profile's dtype among them), as the rollout
+    engines take it."""
+    from omegaconf import OmegaConf
+
+    cfg = trainer_config([f"actor_rollout_ref.model.path={model_path}", "data.train_files=unused"], device)
+    return OmegaConf.to_container(cfg.actor_rollout_ref.rollout, resolve=True)
 
 
 def chat_prompts(tokenizer, questions: list[str], instruction: bool) -> list[list[int]]:
@@ -90,7 +102,7 @@ def measure_stop_efficiency(ctx: BenchContext) -> Measurement:
         f"actor_rollout_ref.rollout.max_new_tokens={MAX_NEW_TOKENS_2A}",
         f"data.max_response_length={3 * MAX_NEW_TOKENS_2A}", "trainer.total_training_steps=10",
         "retriever.simulation.host=127.0.0.1", f"retriever.simulation.port={port}",
-    ])
+    ], "cpu")
     engine = HFRollout(model, tokenizer, config.actor_rollout_ref.rollout)
     counts = {"generated": 0, "calls": 0}
 
@@ -187,7 +199,6 @@ def tokens_per_s(engine, prompts: list[list[int]]) -> tuple[float, int, float]:
 def measure_engines(ctx: BenchContext, prompts_for) -> dict[str, dict[int, float]]:
     """tokens/s per engine per batch; HF first (vLLM pins its threads once imported)."""
     import torch
-    from omegaconf import OmegaConf
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from benchmarks.models import random_policy
@@ -208,9 +219,8 @@ def measure_engines(ctx: BenchContext, prompts_for) -> dict[str, dict[int, float
     try:
         from verl.workers.rollout.vllm_rollout import VLLMRollout
 
-        cfg = trainer_config([f"actor_rollout_ref.model.path={path}", "data.train_files=unused"])
-        rollout_cfg = OmegaConf.to_container(cfg.actor_rollout_ref.rollout)
         device = "cuda" if torch.cuda.is_available() else "cpu"
+        rollout_cfg = rollout_config(path, device)
         if device == "cpu":  # as the launcher does for vLLM-CPU: every core, none reserved
             from zerosearch.launch.train import vllm_cpu_environment
 
@@ -261,7 +271,7 @@ def measure(ctx: BenchContext, record: Recorder) -> None:
         note=f"{NEW_TOKENS} sampled tokens per row, fp32, chat-templated NQ questions; {per_batch}.",
         details={"tokens_per_s": rates},
     ))
-    cfg = trainer_config(["actor_rollout_ref.model.path=unused", "data.train_files=unused"])
+    cfg = trainer_config(["actor_rollout_ref.model.path=unused", "data.train_files=unused"], "cpu")
     default_batch = int(cfg.data.train_batch_size) * int(cfg.actor_rollout_ref.rollout.n)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     default = default_engine(device)

@@ -167,10 +167,9 @@ def measure(ctx: BenchContext, record: Recorder) -> None:
     import os
 
     import torch
-    from omegaconf import OmegaConf
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from benchmarks.bench_rollout import trainer_config
+    from benchmarks.bench_rollout import rollout_config
     from benchmarks.models import random_policy
     from verl.workers.rollout.vllm_rollout import VLLMRollout
     from zerosearch.launch.train import vllm_cpu_environment
@@ -179,8 +178,7 @@ def measure(ctx: BenchContext, record: Recorder) -> None:
     path = random_policy(ctx.workdir, "100m")
     tokenizer = AutoTokenizer.from_pretrained(path)
     module = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    cfg = trainer_config([f"actor_rollout_ref.model.path={path}", "data.train_files=unused"])
-    rollout_cfg = OmegaConf.to_container(cfg.actor_rollout_ref.rollout)
+    rollout_cfg = rollout_config(path, "cpu")
     for key, value in {**vllm_cpu_environment(), "VLLM_CPU_KVCACHE_SPACE": "1"}.items():
         os.environ.setdefault(key, value)
     start = time.perf_counter()

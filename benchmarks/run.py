@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -38,6 +39,14 @@ MODULES: tuple[tuple[str, int], ...] = (
     ("bench_plan_memory", 360),
     ("bench_logprob_memory", 180),
 )
+
+
+def row_order(spec) -> tuple[int, str]:
+    """Sort key of a row: its number, then its letter ("2b" -> (2, "b"); "10" after "9")."""
+    digits = re.match(r"\d*", spec.key).group(0)
+    return (int(digits) if digits else 0, spec.key[len(digits):])
+
+
 # Building the shared models and data (benchmarks/prepare.py) before the rows, at most this long.
 PREPARE_LIMIT_S = 360
 DEFAULT_BUDGET_S = 29 * 60
@@ -165,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if workdir_ctx is not None:
             workdir_ctx.cleanup()
 
-    all_specs = sorted((s for m, _ in chosen for s in specs[m]), key=lambda s: s.key)  # table in row order
+    all_specs = sorted((s for m, _ in chosen for s in specs[m]), key=row_order)  # table in row order
     elapsed = time.monotonic() - t0
     machine = machine_info()
     machine["load average (1 min) at start / end"] = f"{load_at_start:.1f} / {os.getloadavg()[0]:.1f}"

@@ -235,3 +235,21 @@ def test_logprob_memory_row_compares_two_ways_of_the_same_numbers():
     for lp, ent in (plain_log_probs_and_entropy(logits.clone(), labels, 0.7),
                     chunked_log_probs_and_entropy(logits.clone(), labels, 0.7)):
         assert torch.allclose(lp.double(), ref_lp, atol=1e-5) and torch.allclose(ent.double(), ref_ent, atol=1e-5)
+
+
+def test_rows_sort_by_number_then_letter():
+    from benchmarks.run import row_order
+
+    keys = ["10", "1b", "9", "2a", "1a", "7c"]
+    specs = [RowSpec(k, k, Target(">=", 1.0)) for k in keys]
+    assert [s.key for s in sorted(specs, key=row_order)] == ["1a", "1b", "2a", "7c", "9", "10"]
+
+
+def test_rollout_rows_get_a_resolved_rollout_config():
+    """The engines take a plain dict: the device profile's dtype must be a value, not an interpolation."""
+    from benchmarks.bench_rollout import rollout_config
+
+    cfg = rollout_config("unused", "cpu")
+    assert cfg["dtype"] == "float32"  # the device profiles: verl/trainer/config/device/{cpu,cuda}.yaml
+    assert rollout_config("unused", "cuda")["dtype"] == "bfloat16"
+    assert not [k for k, v in cfg.items() if isinstance(v, str) and "${" in v]

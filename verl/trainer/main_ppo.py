@@ -106,7 +106,7 @@ def build_trainer(config: DictConfig):
         critic_wg = RayWorkerGroup(pool, critic_cls, device=device)
         critic_wg.init_model()
 
-    reward_manager = NaiveRewardManager(tokenizer, config.reward.fn, OmegaConf.to_container(config.reward.fn_kwargs),
+    reward_manager = NaiveRewardManager(tokenizer, config.reward.fn, OmegaConf.to_container(config.reward.fn_kwargs, resolve=True),
                                         policy_tokens_only=config.reward.policy_tokens_only,
                                         num_examine=config.reward.num_examine)
     agent_loop = import_by_path(config.actor_rollout_ref.rollout.agent_loop)(config, tokenizer)
