@@ -68,6 +68,17 @@ are drawn from training people only, so no demonstration answers with a held-out
 still be named in a retrieved document, as in the real facts' rows). The ``counterfactual`` column
 says which copy a row comes from (0: the real facts).
 
+Renamed copies (``renamed_copies`` > 0). Every demonstration row of the target world (its real
+facts and its counterfactual copies) is also written ``renamed_copies`` more times, each time with
+every person and company the row names (in the question, the thoughts, the queries, the retrieved
+documents and the answer) replaced, consistently within the row, by a name drawn afresh for that
+row from the training entities' name words (``rename_rows``; never the name of an entity of the
+world). A drawn name recurs in a handful of rows at most, so the name in a query or a thought can
+only be predicted by copying it from the question or the document, and the answer only by
+reading it: the two skills a held-out question needs, which a policy that has memorised the
+training names can do without. The ``renamed`` column says which copy a row is (0: the names of
+the world); ``question_id`` keeps the question the row was renamed from.
+
 The ``correct`` column records whether the final answer is the gold one.
 The ``prompt`` column holds the chat-templated text itself, so train it with
 ``data.apply_chat_template=false`` (``WARMSTART_SFT_OVERRIDES``).
@@ -84,6 +95,7 @@ import argparse
 import json
 import logging
 import random
+import re
 from pathlib import Path
 from typing import Collection, Sequence
 
@@ -115,12 +127,15 @@ WARMSTART_SCHEMA = pa.schema([
     ("correct", pa.bool_()),
     ("world", pa.int64()),
     ("counterfactual", pa.int64()),
+    ("renamed", pa.int64()),
 ])
 
 # Seed offset between practice worlds (practice world i is drawn with seed + i * PRACTICE_SEED_STRIDE).
 PRACTICE_SEED_STRIDE = 7919
 # Seed offset between counterfactual copies (copy i redraws the facts with seed + i * COUNTERFACTUAL_SEED_STRIDE).
 COUNTERFACTUAL_SEED_STRIDE = 104729
+# Seed offset between renamed copies (copy i draws its names with seed + i * RENAMED_SEED_STRIDE).
+RENAMED_SEED_STRIDE = 1299709
 
 
 def world_texts(world: World, questions: Sequence[Question], topk: int = 3,
@@ -213,7 +228,7 @@ def warmstart_rows(world: World, questions: Sequence[Question], tokenizer, retri
         def emit(response: str, action: str, correct: bool = True) -> None:
             rows.append({"prompt": context, "response": response, "question_id": q.id, "turn": turn,
                          "action": action, "correct": correct, "world": world_index,
-                         "counterfactual": counterfactual})
+                         "counterfactual": counterfactual, "renamed": 0})
 
         skip = skip_rate > 0.0 and skip_rng.random() < skip_rate
         if skip:
@@ -245,6 +260,52 @@ def warmstart_rows(world: World, questions: Sequence[Question], tokenizer, retri
             answer, correct = rng.choice(options), False
         emit(f"<think> I found the answer. </think>\n<answer> {answer} </answer>", "answer", correct)
     return rows
+
+
+def rename_rows(rows: Sequence[dict], world: World, entities: Collection[str], copies: int,
+                seed: int) -> list[dict]:
+    """``copies`` renamed copies of each of ``rows`` (warm-start rows of ``world``, its
+    counterfactual copies included; see the module docstring), copy i with ``renamed`` = i.
+
+    In each copied row every person and company of ``world`` named in its prompt or response is
+    replaced, the same way throughout the row, by a name of the same kind drawn for that row: a
+    first and a last name word of the people in ``entities``, or a company word and suffix of the
+    companies in ``entities`` (the training entities: no word only a held-out name has). A drawn
+    name is never the name of an entity of ``world``, and two entities of one row get two names.
+    """
+    if copies < 0:
+        raise ValueError(f"renamed_copies must be >= 0, got {copies}")
+    people = [p.name for p in world.people if p.name in entities]
+    companies = [c.name for c in world.companies if c.name in entities]
+    if copies and (not people or not companies):
+        raise ValueError("rename_rows: `entities` must hold at least one person and one company of the world")
+    words = {
+        "person": (sorted({n.split(" ", 1)[0] for n in people}), sorted({n.split(" ", 1)[1] for n in people})),
+        "company": (sorted({n.rsplit(" ", 1)[0] for n in companies}), sorted({n.rsplit(" ", 1)[1] for n in companies})),
+    }
+    kind_of = {p.name: "person" for p in world.people} | {c.name: "company" for c in world.companies}
+    taken = set(kind_of)
+    names = re.compile(r"\b(" + "|".join(re.escape(n) for n in sorted(kind_of, key=len, reverse=True)) + r")\b")
+    out: list[dict] = []
+    for i in range(1, copies + 1):
+        rng = random.Random(seed + i * RENAMED_SEED_STRIDE)
+        for row in rows:
+            mapping: dict[str, str] = {}
+
+            def fresh(match: re.Match) -> str:
+                old = match.group(0)
+                if old not in mapping:
+                    heads, tails = words[kind_of[old]]
+                    while True:
+                        new = f"{rng.choice(heads)} {rng.choice(tails)}"
+                        if new not in taken and new not in mapping.values():
+                            break
+                    mapping[old] = new
+                return mapping[old]
+
+            out.append(row | {"prompt": names.sub(fresh, row["prompt"]), "response": names.sub(fresh, row["response"]),
+                              "renamed": i})
+    return out
 
 
 def _write_warmstart(rows: list[dict], path: Path) -> Path:
@@ -293,7 +354,7 @@ def prepare_world(out_dir: str | Path, seed: int = 0, *, n_people: int = 300, n_
                   model_size: str = "tiny", simulation_model_size: str | None = None,
                   vocab_size: int | None = 2048, topk: int = 3, wrong_rate: float = 0.5,
                   warmstart_questions: int | None = None, skip_rate: float = 0.0,
-                  practice_worlds: int = 0, counterfactual_worlds: int = 0,
+                  practice_worlds: int = 0, counterfactual_worlds: int = 0, renamed_copies: int = 0,
                   rl_fraction: float = 0.0) -> dict[str, Path]:
     """Write the miniature's data and models into ``out_dir`` (see the module docstring).
 
@@ -314,6 +375,9 @@ def prepare_world(out_dir: str | Path, seed: int = 0, *, n_people: int = 300, n_
         counterfactual_worlds: copies of the target world with every fact redrawn
             (``world.redraw_facts``) whose *training* questions are demonstrated too (see the
             module docstring).
+        renamed_copies: copies of the target world's demonstration rows (counterfactual ones
+            included) with every name drawn afresh per row (``rename_rows``; see the module
+            docstring).
         rl_fraction: share of the training entity groups whose questions the warm start does not
             demonstrate and RL trains on (``split_rl_pool``; ``train.parquet`` then holds only
             them, listed in ``rl_train.jsonl``). 0: RL trains on every training question.
@@ -322,7 +386,8 @@ def prepare_world(out_dir: str | Path, seed: int = 0, *, n_people: int = 300, n_
     """
     from transformers import AutoTokenizer
 
-    for name, count in (("practice_worlds", practice_worlds), ("counterfactual_worlds", counterfactual_worlds)):
+    for name, count in (("practice_worlds", practice_worlds), ("counterfactual_worlds", counterfactual_worlds),
+                        ("renamed_copies", renamed_copies)):
         if count < 0:
             raise ValueError(f"{name} must be >= 0, got {count}")
     out = Path(out_dir)
@@ -391,6 +456,10 @@ def prepare_world(out_dir: str | Path, seed: int = 0, *, n_people: int = 300, n_
                                    people=train_people)
         logger.info("%d counterfactual copies of the training questions' facts for the warm start",
                     counterfactual_worlds)
+    if renamed_copies:
+        target = [r for r in rows if r["world"] == 0]
+        rows += rename_rows(target, world, train_entities, renamed_copies, seed + 4)
+        logger.info("%d renamed copies of the target world's %d demonstration rows", renamed_copies, len(target))
     paths["warmstart_sft"] = _write_warmstart(rows, out / "warmstart_sft.parquet")
     searched = [r for r in rows if r["action"] == "answer"]
     logger.info("warmstart_sft.parquet: %d rows from %d questions; %d first turns guess without searching; "
@@ -415,6 +484,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     parser.add_argument("--warmstart-questions", type=int, default=None, help="training questions demonstrated")
     parser.add_argument("--practice-worlds", type=int, default=0,
                         help="further worlds with disjoint names whose questions are demonstrated too")
+    parser.add_argument("--renamed-copies", type=int, default=0,
+                        help="copies of the demonstrations with every name drawn afresh per row")
     parser.add_argument("--rl-fraction", type=float, default=0.0,
                         help="share of training entity groups kept out of the warm start for RL to train on")
     parser.add_argument("--counterfactual-worlds", type=int, default=0,
@@ -425,7 +496,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
                           simulation_model_size=args.simulation_model_size, vocab_size=args.vocab_size,
                           topk=args.topk, wrong_rate=args.wrong_rate, warmstart_questions=args.warmstart_questions,
                           skip_rate=args.skip_rate, practice_worlds=args.practice_worlds,
-                          counterfactual_worlds=args.counterfactual_worlds, rl_fraction=args.rl_fraction)
+                          counterfactual_worlds=args.counterfactual_worlds, renamed_copies=args.renamed_copies,
+                          rl_fraction=args.rl_fraction)
     for name, path in paths.items():
         print(f"{name}: {path}")
     return paths

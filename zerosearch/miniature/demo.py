@@ -190,7 +190,7 @@ class Demo:
                "--seed", str(self.cfg.seed), "--model-size", str(w.model_size), "--vocab-size", str(w.vocab_size),
                "--topk", str(self.cfg.topk), "--wrong-rate", str(w.wrong_rate), "--skip-rate", str(w.skip_rate),
                "--practice-worlds", str(w.practice_worlds), "--counterfactual-worlds", str(w.counterfactual_worlds),
-               "--rl-fraction", str(w.rl_fraction)]
+               "--renamed-copies", str(w.renamed_copies), "--rl-fraction", str(w.rl_fraction)]
         if w.warmstart_questions is not None:
             cmd += ["--warmstart-questions", str(w.warmstart_questions)]
         if w.simulation_model_size is not None:

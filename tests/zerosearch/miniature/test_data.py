@@ -254,3 +254,66 @@ def test_the_simulation_model_can_have_its_own_preset(tmp_path):
     # tiny-deep: 4 layers of 4 heads; tiny-mha: 2 layers of 2 heads (zerosearch/miniature/tiny.py SIZES)
     assert (policy["num_hidden_layers"], policy["num_attention_heads"]) == (4, 4)
     assert (simulator["num_hidden_layers"], simulator["num_attention_heads"]) == (2, 2)
+
+
+def _renaming_world():
+    from zerosearch.miniature.world import build_world
+
+    world = build_world(seed=11, n_people=30, n_cities=6, n_companies=12)
+    company = world.companies[0]
+    founder = company.founder
+    person = next(p for p in world.people if p.name != founder)
+    # the "training" entities: everyone but the last five people (held out)
+    held = {p.name for p in world.people[-5:]} - {founder, person.name}
+    train = {p.name for p in world.people} - held | {c.name for c in world.companies}
+    rows = [
+        {"prompt": f"Question: Where was {person.name} born?\nassistant\n",
+         "response": f"<think> I need to search for {person.name}. </think>\n<search> Where was {person.name} born? </search>",
+         "question_id": f"birthplace-{person.name}", "turn": 1, "action": "search", "correct": True, "world": 0,
+         "counterfactual": 0, "renamed": 0},
+        {"prompt": f"Question: Who founded {company.name}?\n<information>Doc 1: (Title: {company.name}) {company.name} "
+                   f"is a bank company founded by {founder} in 1970.</information>\n",
+         "response": f"<think> I found the answer. </think>\n<answer> {founder} </answer>",
+         "question_id": f"founder-{company.name}", "turn": 2, "action": "answer", "correct": True, "world": 0,
+         "counterfactual": 1, "renamed": 0},
+    ]
+    return world, person, company, founder, train, rows
+
+
+def test_rename_rows_gives_every_row_fresh_names_consistent_within_it():
+    """rename_rows: copy i of each row names no entity of the world, uses one drawn name per entity
+    throughout the row (question, thought, query, document, answer), of the same kind, made of the
+    training entities' words, and different rows draw different names."""
+    world, person, company, founder, train, rows = _renaming_world()
+    copies = data.rename_rows(rows * 20, world, train, copies=2, seed=3)
+    assert len(copies) == 80 and [r["renamed"] for r in copies] == [1] * 40 + [2] * 40
+    every_name = [p.name for p in world.people] + [c.name for c in world.companies]
+    first_words = {n.split()[0] for n in train if n in {p.name for p in world.people}}
+    last_words = {n.split()[1] for n in train if n in {p.name for p in world.people}}
+    person_names, company_names = [], []
+    for r in copies:
+        text = r["prompt"] + r["response"]
+        assert not [n for n in every_name if n in text], text
+        assert r["question_id"] in (rows[0]["question_id"], rows[1]["question_id"])
+        assert {k: r[k] for k in ("turn", "action", "correct", "world", "counterfactual")} == \
+               {k: rows[r["turn"] - 1][k] for k in ("turn", "action", "correct", "world", "counterfactual")}
+        if r["action"] == "search":
+            name = re.match(r"Question: Where was (.+) born\?", r["prompt"]).group(1)
+            assert r["response"] == (f"<think> I need to search for {name}. </think>\n"
+                                     f"<search> Where was {name} born? </search>")
+            first, last = name.split(" ")
+            assert first in first_words and last in last_words
+            person_names.append(name)
+        else:
+            m = re.match(r"Question: Who founded (.+)\?\n<information>Doc 1: \(Title: (.+)\) (.+) is a bank company "
+                         r"founded by (.+) in 1970\.</information>\n$", r["prompt"])
+            assert m and m.group(1) == m.group(2) == m.group(3), r["prompt"]
+            assert m.group(1).rsplit(" ", 1)[1] in {c.name.rsplit(" ", 1)[1] for c in world.companies}
+            assert r["response"] == f"<think> I found the answer. </think>\n<answer> {m.group(4)} </answer>"
+            assert m.group(4) != m.group(1)
+            company_names.append(m.group(1))
+    # 40 draws each from ~25 x 25 person and 12 x 12 company combinations: mostly distinct
+    assert len(set(person_names)) >= 30 and len(set(company_names)) >= 20
+    assert data.rename_rows(rows, world, train, copies=0, seed=3) == []
+    with pytest.raises(ValueError, match="renamed_copies"):
+        data.rename_rows(rows, world, train, copies=-1, seed=3)

@@ -24,7 +24,8 @@ def _jsonl(path):
 def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("world")
     paths = data.prepare_world(out, seed=2, n_people=60, n_cities=8, n_companies=30, vocab_size=800, topk=1,
-                               wrong_rate=0.3, skip_rate=0.6, counterfactual_worlds=2)
+                               wrong_rate=0.3, skip_rate=0.6, counterfactual_worlds=2,
+                               renamed_copies=1)
     world = read_world(str(out))
     by_id = {q.id: q for q in build_questions(world)}
     splits = {s: [by_id[r["id"]] for r in _jsonl(paths[s])] for s in ("train", "val", "test")}
@@ -46,7 +47,7 @@ def test_splits_partition_questions_and_entities(built):
 def test_no_held_out_entity_in_warm_start_rows(built):
     paths, _, _, _, held = built
     rows = pq.read_table(paths["warmstart_sft"]).to_pylist()
-    assert {r["counterfactual"] for r in rows} == {0, 1, 2}
+    assert {r["counterfactual"] for r in rows} == {0, 1, 2} and {r["renamed"] for r in rows} == {0, 1}
     assert any(r["action"] == "guess" for r in rows) and any(not r["correct"] for r in rows)
     for r in rows:
         text = r["prompt"] + r["response"]
