@@ -7,7 +7,7 @@ micro-batch) is timed after a warm-up call, in float32 and bfloat16. Update FLOP
 ``6 * parameters * tokens``. The reference rate is the best of ``MATMUL_REPEATS`` square
 ``MATMUL_N``-sized ``torch.matmul`` calls in the same dtype, measured in the same run. The row
 reports the dtype whose update is faster. bfloat16 is measured only where the CPU computes it
-natively (``cpu_has_native_bf16``: AMX or AVX512-BF16) or on a GPU: emulated bfloat16 runs an
+natively (``cpu_has_native_bf16``: AMX or AVX512-BF16): emulated bfloat16 runs an
 update more than ten times slower than float32, past the row's time limit, and no run here trains
 in it (``autocast_dtype: auto`` picks float32 there).
 """
@@ -36,6 +36,8 @@ SPECS = [
 
 def matmul_rate(dtype_name: str, n: int = MATMUL_N, repeats: int = MATMUL_REPEATS) -> float:
     """Best FLOP/s of an (n x n) @ (n x n) ``torch.matmul`` in ``dtype_name`` (2 n^3 FLOPs each)."""
+    import torch
+
     from verl.utils.model import torch_dtype
 
     dtype = torch_dtype(dtype_name)
@@ -52,6 +54,8 @@ def matmul_rate(dtype_name: str, n: int = MATMUL_N, repeats: int = MATMUL_REPEAT
 
 def synthetic_batch(vocab: int, rows: int, seq_len: int, prompt_len: int):
     """A full-length update batch (no padding): random ids, zero-mean advantages, plausible log-probs."""
+    import torch
+
     from verl.protocol import DataProto
 
     g = torch.Generator().manual_seed(0)

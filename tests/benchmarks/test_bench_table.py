@@ -253,3 +253,13 @@ def test_rollout_rows_get_a_resolved_rollout_config():
     assert cfg["dtype"] == "float32"  # the device profiles: verl/trainer/config/device/{cpu,cuda}.yaml
     assert rollout_config("unused", "cuda")["dtype"] == "bfloat16"
     assert not [k for k, v in cfg.items() if isinstance(v, str) and "${" in v]
+
+
+def test_update_efficiency_helpers_run():
+    """Row 4's batch and matmul reference, on sizes a test can afford: shapes by hand, a positive rate."""
+    from benchmarks.bench_update_efficiency import matmul_rate, synthetic_batch
+
+    batch = synthetic_batch(vocab=50, rows=2, seq_len=8, prompt_len=3)
+    assert tuple(batch.batch["input_ids"].shape) == (2, 8) and tuple(batch.batch["responses"].shape) == (2, 5)
+    assert (batch.batch["responses"] == batch.batch["input_ids"][:, 3:]).all()
+    assert matmul_rate("float32", n=32, repeats=1) > 0
