@@ -296,11 +296,14 @@ def rename_rows(rows: Sequence[dict], world: World, entities: Collection[str], c
                 old = match.group(0)
                 if old not in mapping:
                     heads, tails = words[kind_of[old]]
-                    while True:
+                    for _ in range(10_000):  # as world.build_world draws its names: bounded, then an error
                         new = f"{rng.choice(heads)} {rng.choice(tails)}"
                         if new not in taken and new not in mapping.values():
+                            mapping[old] = new
                             break
-                    mapping[old] = new
+                    else:
+                        raise RuntimeError(f"rename_rows: no unused {kind_of[old]} name left to draw from "
+                                           f"{len(heads)} x {len(tails)} training name words")
                 return mapping[old]
 
             out.append(row | {"prompt": names.sub(fresh, row["prompt"]), "response": names.sub(fresh, row["response"]),

@@ -317,3 +317,11 @@ def test_rename_rows_gives_every_row_fresh_names_consistent_within_it():
     assert data.rename_rows(rows, world, train, copies=0, seed=3) == []
     with pytest.raises(ValueError, match="renamed_copies"):
         data.rename_rows(rows, world, train, copies=-1, seed=3)
+
+
+def test_rename_rows_stops_with_an_error_when_no_name_is_left():
+    """One training person and one company: every combination of their words is a world name, so
+    no fresh name exists; the draw ends with an error instead of looping."""
+    world, person, company, founder, _, rows = _renaming_world()
+    with pytest.raises(RuntimeError, match="no unused person name"):
+        data.rename_rows(rows[:1], world, {person.name, company.name}, copies=1, seed=3)
