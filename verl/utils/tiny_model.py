@@ -14,8 +14,8 @@ tokenizer, so it encodes the same whichever class loads the folder):
 - chat template: ChatML (``<|im_start|>{role}\\n{content}<|im_end|>\\n`` per message, then
   ``<|im_start|>assistant\\n`` for the generation prompt), with no default system message.
 
-Model: a size preset (``SIZES``): untied input and output embeddings except in ``tiny-tied``,
-head_dim 64, vocabulary padded to a multiple of 64, float32 weights. Or a real model's shape
+Model: a size preset (``SIZES``): untied input and output embeddings except in the ``tiny-tied``
+presets, head_dim 64 unless the preset says otherwise, vocabulary padded to a multiple of 64, float32 weights. Or a real model's shape
 (``build_shaped_model``, a JSON file of Qwen2 config fields such as ``configs/models/qwen2.5-3b.json``):
 the embedding matrix keeps the shape's row count, weights random, bfloat16 by default, built on
 the GPU when one is visible.
@@ -46,7 +46,7 @@ VOCAB_MULTIPLE = 64
 HEAD_DIM = 64
 @dataclass(frozen=True)
 class ModelShape:
-    """Architecture of one size preset (head_dim is always 64)."""
+    """Architecture of one size preset."""
 
     hidden_size: int
     intermediate_size: int
@@ -57,22 +57,26 @@ class ModelShape:
     max_position_embeddings: int = 4096
     # One matrix for the input embeddings and the output head (as Qwen2.5 0.5B-3B have).
     tie_word_embeddings: bool = False
+    head_dim: int = HEAD_DIM
 
 
 # Parameter counts with the default vocabulary (embeddings and head included):
-# tiny ~1.0M, tiny-mha ~1.0M, tiny-tied ~0.8M, tiny-deep ~1.5M, small ~4.2M, 100m ~102M. tiny-mha is tiny with a
+# tiny ~1.0M, tiny-mha ~1.0M, tiny-tied ~0.8M, tiny-tied-4h ~0.8M, tiny-deep ~1.5M, small ~4.2M, 100m ~102M. tiny-mha is tiny with a
 # key/value head per attention head (tiny shares one): the miniature's policy learns to read a
 # document several times sooner with it (teacher-forced held-out reading after 400 SFT steps: 35
 # vs 8 of 80), so the demo uses it. tiny-tied is tiny-mha with tied input and output embeddings:
 # it learns to copy a name from the question into its query far sooner (after 1600 SFT steps on
 # held-out questions: 171 vs 72 of 200) but reads almost no city out of a document (docs/demo.md).
 # tiny-deep (~1.5M: 4 layers of 4 heads, ~1.8x the step time of tiny-mha) is the first preset that
-# learned both skills on seeds 0 and 2 in 2400 SFT steps at lr 2.5e-3 (docs/demo.md).
+# learned both skills on seeds 0 and 2 in 2400 SFT steps at lr 2.5e-3 (docs/demo.md). tiny-tied-4h is
+# tiny-tied with 4 heads of 32 dimensions (the same attention width): it copies the question's name
+# into its query on seeds 0, 1 and 2 by step 800, and reads cities on seeds 1 and 2 (docs/demo.md).
 SIZES: dict[str, ModelShape] = {
     "tiny": ModelShape(128, 512, 2, 2, 1, 2048),
     "tiny-mha": ModelShape(128, 512, 2, 2, 2, 2048),
     "tiny-tied": ModelShape(128, 512, 2, 2, 2, 2048, tie_word_embeddings=True),
     "tiny-deep": ModelShape(128, 512, 4, 4, 4, 2048),
+    "tiny-tied-4h": ModelShape(128, 512, 2, 4, 4, 2048, tie_word_embeddings=True, head_dim=32),
     "small": ModelShape(256, 768, 4, 4, 2, 2048),
     "100m": ModelShape(768, 2560, 12, 12, 4, 8192),
 }
@@ -159,7 +163,7 @@ def qwen2_config(size: str, vocab_size: int, eos_token_id: int, pad_token_id: in
         num_hidden_layers=shape.num_hidden_layers,
         num_attention_heads=shape.num_attention_heads,
         num_key_value_heads=shape.num_key_value_heads,
-        head_dim=HEAD_DIM,
+        head_dim=shape.head_dim,
         max_position_embeddings=shape.max_position_embeddings,
         tie_word_embeddings=shape.tie_word_embeddings,
         eos_token_id=eos_token_id,
