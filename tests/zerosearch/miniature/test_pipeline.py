@@ -1,13 +1,19 @@
 """The demo's process helpers and config/result handling, without running any stage."""
 
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
 
 import pytest
 
 from zerosearch.miniature.demo import (DEFAULT_CONFIG, _score_from_records, comparisons, load_demo_config, results_table,
                              resume_command)
-from zerosearch.miniature.pipeline import StageError, StageRunner, last_log_line, wait_healthy
+from zerosearch.miniature.pipeline import Job, StageError, StageRunner, last_log_line, wait_healthy
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 def test_config_loads_and_rejects_unknown_keys():
@@ -67,6 +73,67 @@ def test_stage_failure_names_the_log_and_timeout_stops_the_child(tmp_path):
     assert err.value.log_path == tmp_path / "bad.log"
     with pytest.raises(StageError, match="timed out"):
         runner.run("slow", [sys.executable, "-c", "import time; time.sleep(60)"], timeout_s=1)
+
+
+def test_wait_any_returns_stages_side_by_side_as_they_end(tmp_path):
+    lines = []
+    runner = StageRunner(tmp_path, heartbeat_s=0.2, echo=lines.append)
+    slow = Job("slow", runner.start("slow", [sys.executable, "-c", "import time; time.sleep(2); print('slow done')"]), 60)
+    fast = Job("fast", runner.start("fast", [sys.executable, "-c", "print('fast done')"]), 60,
+               progress=lambda: "step 3/7")
+    assert runner.wait_any([slow, fast]) is fast
+    assert slow.proc.poll() is None and slow.elapsed is None  # still running, untouched
+    assert runner.wait_any([slow]) is slow
+    assert 1.5 < slow.elapsed < 30 and fast.elapsed < slow.elapsed
+    assert last_log_line(tmp_path / "slow.log") == "slow done"
+    assert any(line.startswith("  [slow ") and "slow" in line for line in lines)  # a heartbeat of the slow stage
+
+
+def test_wait_any_stops_the_other_stages_when_one_fails(tmp_path):
+    runner = StageRunner(tmp_path, heartbeat_s=0.2, echo=lambda line: None)
+    other = Job("other", runner.start("other", [sys.executable, "-c", "import time; time.sleep(60)"]), 120)
+    bad = Job("bad", runner.start("bad", [sys.executable, "-c", "import sys, time; time.sleep(0.5); sys.exit(4)"]), 120)
+    with pytest.raises(StageError, match="exit code 4") as err:
+        runner.wait_any([other, bad])
+    assert err.value.stage == "bad"
+    assert other.proc.wait(timeout=30) is not None  # stopped, not left running
+    late = Job("late", runner.start("late", [sys.executable, "-c", "import time; time.sleep(60)"]), 1)
+    with pytest.raises(StageError, match="late.*timed out|timed out"):
+        runner.wait_any([late])
+    assert late.proc.wait(timeout=30) is not None
+
+
+def test_sigterm_while_waiting_stops_the_running_stages(tmp_path):
+    """A demo killed with SIGTERM (``kill``, ``timeout``) stops its stages as Ctrl-C does: each stage
+    runs in its own session, so the signal does not reach it by itself."""
+    script = tmp_path / "orchestrator.py"
+    script.write_text(
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from zerosearch.miniature.pipeline import Job, StageRunner, sigterm_as_interrupt\n"
+        "out = Path(sys.argv[1])\n"
+        "runner = StageRunner(out, heartbeat_s=0.2, echo=lambda line: None)\n"
+        "proc = runner.start('stage', [sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        "(out / 'child.pid').write_text(str(proc.pid))\n"
+        "try:\n"
+        "    with sigterm_as_interrupt():\n"
+        "        runner.wait_any([Job('stage', proc, 300)])\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', proc.poll() is not None)\n"
+        "    sys.exit(130)\n")
+    orchestrator = subprocess.Popen([sys.executable, str(script), str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                                    env={**os.environ, "PYTHONPATH": REPO})
+    pid_file = tmp_path / "child.pid"
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    child = int(pid_file.read_text())
+    time.sleep(0.5)
+    orchestrator.send_signal(signal.SIGTERM)
+    out, _ = orchestrator.communicate(timeout=60)
+    assert orchestrator.returncode == 130 and out.strip() == "interrupted True"
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)
 
 
 def test_wait_healthy_gives_up_after_its_timeout():
