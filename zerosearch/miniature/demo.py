@@ -171,34 +171,27 @@ class Demo:
         self.timings[stage] = self.runner.run(stage, cmd, timeout_s, env=env or stage_env(), progress=progress,
                                               cwd=str(REPO))
 
-    def _start(self, stage: str, cmd: list[str], timeout_s: float, env: dict[str, str], progress=None) -> Job:
-        return Job(stage, self.runner.start(stage, cmd, env=env, cwd=str(REPO)), timeout_s, progress)
+    def _start(self, stage: str, cmd: list[str], timeout_s: float, progress=None) -> Job:
+        return Job(stage, self.runner.start(stage, cmd, env=stage_env(), cwd=str(REPO)), timeout_s, progress)
 
     def _finish(self, job: Job) -> None:
         self.timings[job.stage] = job.elapsed
 
     def simulator_and_warm_start(self) -> None:
-        """Stages 3 and 4: tune the simulator, serve it, warm the policy up. The warm start does
-        not need the simulator, so with ``warmstart.beside_sim_tuning`` the two trainings run at
-        the same time with one thread each; otherwise one after the other with every thread. The
-        simulation server is started as soon as its model is tuned (beside the warm start)."""
-        beside = bool(self.cfg.warmstart.beside_sim_tuning)
-        env = stage_env({"OMP_NUM_THREADS": "1"} if beside else None)
+        """Stages 3 and 4: tune the simulator, then warm the policy up while the simulation server
+        starts beside it (the launcher returns once the server answers /health); a failure of
+        either stops the other."""
         train_server = self.start_retrieval("train_retrieval_server", "corpus_train.jsonl", self.train_retrieval_port)
-        sim = self.tune_simulator(env)
-        jobs = [sim, self.warm_start(env)] if beside else [sim]
+        self._finish(self.runner.wait_any([self.tune_simulator()]))
+        train_server.stop()
+        self.banner(f"4/9 serving the simulator ({self.cfg.servers.sim_engine}) on port {self.sim_port}, "
+                    "meanwhile the policy warm start (SFT on format demonstrations)")
+        jobs = [Job("sim_server_launch", self.start_simulator(), float(self.cfg.servers.start_timeout_s)),
+                self.warm_start()]
         while jobs:
             done = self.runner.wait_any(jobs)
             jobs.remove(done)
             self._finish(done)
-            if done is sim:
-                train_server.stop()
-                self.banner(f"serving the simulator ({self.cfg.servers.sim_engine}) on port {self.sim_port}"
-                            + (", beside the warm start" if jobs else ", meanwhile the policy warm start"))
-                # the launcher returns once the server answers /health
-                jobs.append(Job("sim_server_launch", self.start_simulator(), float(self.cfg.servers.start_timeout_s)))
-                if not beside:
-                    jobs.append(self.warm_start(env))
 
     @staticmethod
     def _metrics_progress(path: Path, total: int, keys: Sequence[tuple[str, str]]):
@@ -241,7 +234,7 @@ class Demo:
         print(f"  {stage} ready on {self.host}:{port} ({corpus})", flush=True)
         return handle
 
-    def tune_simulator(self, env: dict[str, str]) -> Job:
+    def tune_simulator(self) -> Job:
         """Start the simulator's tuning (stage 3); returns its running job."""
         s = self.cfg.sim_tuning
         work = self.work / "simtune"
@@ -254,7 +247,7 @@ class Demo:
                "--max-length", str(s.max_length), "--override", "trainer.logger=[jsonl]"]
         if s.limit is not None:
             cmd += ["--limit", str(s.limit)]
-        return self._start("sim_tuning", cmd, float(s.timeout_s), env,
+        return self._start("sim_tuning", cmd, float(s.timeout_s),
                            progress=self._metrics_progress(work / "model" / "logs" / "metrics.jsonl", int(s.steps),
                                                            [("loss", "train/loss")]))
 
@@ -272,7 +265,7 @@ class Demo:
             "WAIT_TIMEOUT", str(int(c.start_timeout_s)), "LOG_DIR", str(self.logs)],
             env=env, cwd=str(REPO))
 
-    def warm_start(self, env: dict[str, str]) -> Job:
+    def warm_start(self) -> Job:
         """Start the policy's warm start (stage 4); returns its running job."""
         s = self.cfg.warmstart
         out = self.work / "warmstart"
@@ -286,7 +279,7 @@ class Demo:
                f"trainer.default_local_dir={out}", "trainer.logger=[jsonl]",
                f"model.autocast_dtype={autocast}", f"trainer.seed={self.cfg.seed}",
                f"hydra.run.dir={out / 'hydra'}"]
-        return self._start("warmstart", cmd, float(s.timeout_s), env,
+        return self._start("warmstart", cmd, float(s.timeout_s),
                            progress=self._metrics_progress(out / "logs" / "metrics.jsonl", int(s.steps),
                                                            [("loss", "train/loss")]))
 
@@ -452,9 +445,7 @@ class Demo:
                         f"on port {self.train_retrieval_port}, the whole corpus (the real search engine) "
                         f"on port {self.retrieval_port}")
             self.start_retrieval("retrieval_server", "corpus.jsonl", self.retrieval_port)
-            self.banner("3/9 simulation model: collect real results for training questions, label, build, tune; "
-                        + ("4/9 beside it, one thread each: " if self.cfg.warmstart.beside_sim_tuning else "then 4/9 ")
-                        + "the policy warm start (SFT on format demonstrations)")
+            self.banner("3/9 simulation model: collect real results for training questions, label, build, tune")
             self.simulator_and_warm_start()
             self.banner(f"5/9 baselines on the {e.split} questions (real retrieval server): the warm start, "
                         "RAG (the warm start after one written search for the question), majority answer, "
