@@ -171,18 +171,12 @@ class Demo:
         self.timings[stage] = self.runner.run(stage, cmd, timeout_s, env=env or stage_env(), progress=progress,
                                               cwd=str(REPO))
 
-    def _start(self, stage: str, cmd: list[str], timeout_s: float, progress=None) -> Job:
-        return Job(stage, self.runner.start(stage, cmd, env=stage_env(), cwd=str(REPO)), timeout_s, progress)
-
-    def _finish(self, job: Job) -> None:
-        self.timings[job.stage] = job.elapsed
-
     def simulator_and_warm_start(self) -> None:
         """Stages 3 and 4: tune the simulator, then warm the policy up while the simulation server
         starts beside it (the launcher returns once the server answers /health); a failure of
         either stops the other."""
         train_server = self.start_retrieval("train_retrieval_server", "corpus_train.jsonl", self.train_retrieval_port)
-        self._finish(self.runner.wait_any([self.tune_simulator()]))
+        self.tune_simulator()
         train_server.stop()
         self.banner(f"4/9 serving the simulator ({self.cfg.servers.sim_engine}) on port {self.sim_port}, "
                     "meanwhile the policy warm start (SFT on format demonstrations)")
@@ -191,7 +185,7 @@ class Demo:
         while jobs:
             done = self.runner.wait_any(jobs)
             jobs.remove(done)
-            self._finish(done)
+            self.timings[done.stage] = done.elapsed
 
     @staticmethod
     def _metrics_progress(path: Path, total: int, keys: Sequence[tuple[str, str]]):
@@ -234,8 +228,7 @@ class Demo:
         print(f"  {stage} ready on {self.host}:{port} ({corpus})", flush=True)
         return handle
 
-    def tune_simulator(self) -> Job:
-        """Start the simulator's tuning (stage 3); returns its running job."""
+    def tune_simulator(self) -> None:
         s = self.cfg.sim_tuning
         work = self.work / "simtune"
         cmd = [python(), "-m", "zerosearch.simulation_tuning", "--seed", str(self.cfg.seed), "--topk",
@@ -247,9 +240,9 @@ class Demo:
                "--max-length", str(s.max_length), "--override", "trainer.logger=[jsonl]"]
         if s.limit is not None:
             cmd += ["--limit", str(s.limit)]
-        return self._start("sim_tuning", cmd, float(s.timeout_s),
-                           progress=self._metrics_progress(work / "model" / "logs" / "metrics.jsonl", int(s.steps),
-                                                           [("loss", "train/loss")]))
+        self._run("sim_tuning", cmd, float(s.timeout_s),
+                  progress=self._metrics_progress(work / "model" / "logs" / "metrics.jsonl", int(s.steps),
+                                                  [("loss", "train/loss")]))
 
     def start_simulator(self):
         """Start scripts/launch_simulation_server.sh (it returns once /health answers)."""
@@ -279,9 +272,10 @@ class Demo:
                f"trainer.default_local_dir={out}", "trainer.logger=[jsonl]",
                f"model.autocast_dtype={autocast}", f"trainer.seed={self.cfg.seed}",
                f"hydra.run.dir={out / 'hydra'}"]
-        return self._start("warmstart", cmd, float(s.timeout_s),
-                           progress=self._metrics_progress(out / "logs" / "metrics.jsonl", int(s.steps),
-                                                           [("loss", "train/loss")]))
+        proc = self.runner.start("warmstart", cmd, env=stage_env(), cwd=str(REPO))
+        return Job("warmstart", proc, float(s.timeout_s),
+                   progress=self._metrics_progress(out / "logs" / "metrics.jsonl", int(s.steps),
+                                                   [("loss", "train/loss")]))
 
     def policy_path(self, stage: str) -> Path:
         if stage == "warmstart":

@@ -131,7 +131,6 @@ class Job:
     progress: Callable[[], str | None] | None = None
     t0: float = field(default_factory=time.monotonic)
     elapsed: float | None = None
-    next_beat: float = 0.0
 
 
 @dataclass
@@ -189,8 +188,6 @@ class StageRunner:
         StageError names the failed stage."""
         if not jobs:
             raise ValueError("StageRunner.wait_any: no job to wait for")
-        for job in jobs:
-            job.next_beat = job.t0 + self.heartbeat_s
         try:
             return self._wait_any(jobs)
         except (KeyboardInterrupt, SystemExit):  # Ctrl-C or SIGTERM: the stages run in their own sessions
@@ -199,6 +196,7 @@ class StageRunner:
             raise
 
     def _wait_any(self, jobs: Sequence[Job]) -> Job:
+        next_beat = [job.t0 + self.heartbeat_s for job in jobs]
         while True:
             now = time.monotonic()
             for job in jobs:
@@ -213,11 +211,11 @@ class StageRunner:
                     _stop_group(other.proc)
                 reason = f"exit code {rc}" if rc is not None else f"timed out after {fmt_seconds(job.timeout_s)}"
                 self._fail(job.stage, reason, self.log_path(job.stage))
-            for job in jobs:
-                if now >= job.next_beat:
+            for i, job in enumerate(jobs):
+                if now >= next_beat[i]:
                     status = (job.progress() if job.progress else None) or last_log_line(self.log_path(job.stage))[:150]
                     self.echo(f"  [{job.stage} {fmt_seconds(now - job.t0)}] {status}")
-                    job.next_beat = now + self.heartbeat_s
+                    next_beat[i] = now + self.heartbeat_s
             time.sleep(0.5)
 
     def _fail(self, stage: str, message: str, log: Path) -> None:
