@@ -4,6 +4,7 @@ forward (full logits, every row run on its own) in float64, loss and every gradi
 
 from __future__ import annotations
 
+import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -70,18 +71,23 @@ def test_shared_prefix_length_hand_worked():
     assert shared_prefix_length(ids, b["attention_mask"], b["loss_mask"]) == 0
 
 
-def test_response_head_and_shared_prefix_equal_the_plain_forward():
+@pytest.mark.parametrize("hole", [False, True])
+def test_response_head_and_shared_prefix_equal_the_plain_forward(hole):
+    """hole: a response token inside row 0's response without loss (data.loss_exclude_key)."""
     model = _model()
     b = _batch()
+    if hole:
+        b["loss_mask"][0, 9] = 0  # row 0's response is at positions 8..10
     ref_loss, ref_grads = _reference(model, b)
-    # hand check of the count: 3 + 2 + 1 response tokens
-    assert int(b["loss_mask"].sum()) == 6
+    # hand check of the count: 3 + 2 + 1 response tokens, less the hole
+    expected = 5 if hole else 6
+    assert int(b["loss_mask"].sum()) == expected
 
     inputs = dict(input_ids=b["input_ids"], attention_mask=b["attention_mask"], position_ids=b["position_ids"])
     hidden = model.get_decoder()(**inputs).last_hidden_state
     loss, n = response_loss(hidden, model.lm_head, b["input_ids"], b["loss_mask"])
     loss.backward()
-    assert n == 6
+    assert n == expected
     torch.testing.assert_close(loss.detach(), ref_loss, rtol=1e-10, atol=1e-10)
     for name, g in _grads(model).items():
         torch.testing.assert_close(g, ref_grads[name], rtol=1e-9, atol=1e-10, msg=name)
@@ -92,7 +98,7 @@ def test_response_head_and_shared_prefix_equal_the_plain_forward():
     trainer.model = model
     loss, n = SFTTrainer._forward_shared_prefix(trainer, b, 6)
     loss.backward()
-    assert n == 6
+    assert n == expected
     torch.testing.assert_close(loss.detach(), ref_loss, rtol=1e-10, atol=1e-10)
     # measured agreement ~3e-8 relative (the cached path computes some attention terms in another
     # order and precision); a wrong mask or a missing row would be off by orders of magnitude more

@@ -24,8 +24,13 @@ Rows longer than ``max_length`` follow ``truncation``:
            response token is an error).
 Cut rows are reported in one warning.
 
+With ``loss_exclude_key`` set, that column holds, per row, a list of ``[start, end)`` character
+spans of the response whose tokens get no loss (``loss_mask`` 0): text the model should see but not
+learn to write, such as a placeholder answer. A token is excluded when its characters overlap a
+span; the eos token always keeps its loss. This needs a fast tokenizer (character offsets).
+
 Config keys (``verl/trainer/config/sft_trainer.yaml``, ``data``): ``prompt_key``,
-``response_key``, ``max_length``, ``truncation``, ``apply_chat_template``.
+``response_key``, ``max_length``, ``truncation``, ``apply_chat_template``, ``loss_exclude_key``.
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ class SFTDataset(Dataset):
         self.max_length = int(require_config(config, "max_length", name))
         self.truncation = str(require_config(config, "truncation", name))
         use_template = bool(require_config(config, "apply_chat_template", name))
+        exclude_key = config.get("loss_exclude_key")
         if self.truncation not in TRUNCATION_MODES:
             raise ValueError(f"{name}: truncation must be one of {TRUNCATION_MODES}, got {self.truncation!r}")
         if self.max_length < 2:
@@ -78,6 +84,7 @@ class SFTDataset(Dataset):
 
         prompts: list[str] = []
         responses: list[str] = []
+        excluded: list[list[tuple[int, int]]] = []
         self._where: list[tuple[str, int]] = []
         for path in self.files:
             if max_samples is not None and len(prompts) >= int(max_samples):
@@ -88,8 +95,13 @@ class SFTDataset(Dataset):
                     raise KeyError(f"{path}: no column '{key}' (data.prompt_key / data.response_key); "
                                    f"columns are {table.column_names}")
             validate_columns(table.select([self.prompt_key, self.response_key]), path)
-            for r, (p, resp) in enumerate(zip(table.column(self.prompt_key).to_pylist(),
-                                              table.column(self.response_key).to_pylist())):
+            if exclude_key is not None and exclude_key not in table.column_names:
+                raise KeyError(f"{path}: no column '{exclude_key}' (data.loss_exclude_key); "
+                               f"columns are {table.column_names}")
+            spans = (table.column(exclude_key).to_pylist() if exclude_key is not None
+                     else [None] * table.num_rows)
+            for r, (p, resp, span) in enumerate(zip(table.column(self.prompt_key).to_pylist(),
+                                                    table.column(self.response_key).to_pylist(), spans)):
                 if max_samples is not None and len(prompts) >= int(max_samples):
                     break
                 where = f"{path} row {r}"
@@ -98,12 +110,26 @@ class SFTDataset(Dataset):
                 if not resp:
                     raise ValueError(f"{where} column '{self.response_key}': the response is empty")
                 responses.append(resp)
+                excluded.append(_check_spans(span, len(resp), f"{where} column '{exclude_key}'")
+                                if exclude_key is not None else [])
                 self._where.append((path, r))
         if not prompts:
             raise ValueError(f"{name}: no rows in {self.files}")
         p_ids = tokenizer(prompts, add_special_tokens=not self.use_chat_template)["input_ids"]
-        r_ids = tokenizer(responses, add_special_tokens=False)["input_ids"]
+        if exclude_key is None:
+            r_ids = tokenizer(responses, add_special_tokens=False)["input_ids"]
+            learn = [[1] * (len(r) + 1) for r in r_ids]
+        else:
+            if not getattr(tokenizer, "is_fast", False):
+                raise ValueError(f"{name}: data.loss_exclude_key needs a fast tokenizer (character offsets); "
+                                 f"{type(tokenizer).__name__} is not one")
+            enc = tokenizer(responses, add_special_tokens=False, return_offsets_mapping=True)
+            r_ids = enc["input_ids"]
+            learn = [[int(not any(a < e and b > s for s, e in spans)) for a, b in offsets] + [1]
+                     for offsets, spans in zip(enc["offset_mapping"], excluded)]
         self._rows = [(list(p), list(r) + [tokenizer.eos_token_id]) for p, r in zip(p_ids, r_ids)]
+        # per row: 1 where a response token (eos included) is learnt, 0 inside an excluded span
+        self._learn = learn
         self._apply_truncation()
 
     def _prompt_text(self, value: Any, where: str) -> str:
@@ -139,6 +165,7 @@ class SFTDataset(Dataset):
             for i in long_rows:
                 p, r = self._rows[i]
                 self._rows[i] = (p, r[:self.max_length - len(p)])
+                self._learn[i] = self._learn[i][:self.max_length - len(p)]
         warnings.warn(f"SFTDataset: {len(long_rows)} rows are longer than max_length={self.max_length} and were cut "
                       f"on the {self.truncation}: {listed}", stacklevel=3)
 
@@ -157,6 +184,20 @@ class SFTDataset(Dataset):
         position_ids = torch.zeros(self.max_length, dtype=torch.long)
         position_ids[:n] = torch.arange(n, dtype=torch.long)
         loss_mask = torch.zeros(self.max_length, dtype=torch.long)
-        loss_mask[n_p:n] = 1
+        loss_mask[n_p:n] = torch.tensor(self._learn[i], dtype=torch.long)
         return {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids,
                 "loss_mask": loss_mask}
+
+
+def _check_spans(value: Any, length: int, where: str) -> list[tuple[int, int]]:
+    """``value`` as a list of (start, end) character spans within a response of ``length`` characters."""
+    expected = f"a list of [start, end) character spans with 0 <= start < end <= {length} (the response's length)"
+    if value is None:
+        raise ValueError(f"{where}: missing; expected {expected} ([] for none)")
+    spans = []
+    for span in value:
+        if (not isinstance(span, (list, tuple)) or len(span) != 2 or not all(isinstance(x, int) for x in span)
+                or not 0 <= span[0] < span[1] <= length):
+            raise ValueError(f"{where}: {span!r} is not a valid span; expected {expected}")
+        spans.append((int(span[0]), int(span[1])))
+    return spans

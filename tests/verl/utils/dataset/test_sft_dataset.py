@@ -100,3 +100,56 @@ def test_input_errors(tokenizer, tmp_path):
     path = _write(tmp_path / "f.parquet", [{"prompt": 5, "response": "r"}])
     with pytest.raises(TypeError, match=r"f\.parquet row 0 column 'prompt'"):
         SFTDataset(path, tokenizer, _cfg())
+
+
+def _learnt_and_excluded(item, n_prompt):
+    """(token ids with loss, response token ids without loss) of one dataset item whose prompt
+    has ``n_prompt`` tokens."""
+    n = int(item["attention_mask"].sum())
+    ids, mask = item["input_ids"][:n], item["loss_mask"][:n].bool()
+    assert not mask[:n_prompt].any()
+    return ids[mask].tolist(), ids[n_prompt:][~mask[n_prompt:]].tolist()
+
+
+def test_loss_exclude_spans_take_the_loss_off_exactly_those_tokens(tokenizer, tmp_path):
+    """A span over "paris" in "the capital is paris. yes" leaves " paris" (the token with its
+    leading space overlaps the span) without loss, and the rest of the response and eos with it."""
+    response = "the capital is paris. yes"
+    start = response.index("paris")
+    rows = [{"prompt": "the capital of france?", "response": response, "skip": [[start, start + len("paris")]]},
+            {"prompt": "the capital of france?", "response": response, "skip": []}]
+    path = _write(tmp_path / "d.parquet", rows)
+    masked, plain = SFTDataset(path, tokenizer, _cfg(loss_exclude_key="skip"))
+    n_p = len(_ids(tokenizer, "<|im_start|>user\nthe capital of france?<|im_end|>\n<|im_start|>assistant\n"))
+    learnt, excluded = _learnt_and_excluded(masked, n_p)
+    assert tokenizer.decode(excluded) == " paris"
+    assert tokenizer.decode(learnt) == "the capital is. yes<|im_end|>"
+    assert masked["input_ids"].tolist() == plain["input_ids"].tolist()
+    learnt, excluded = _learnt_and_excluded(plain, n_p)
+    assert excluded == [] and tokenizer.decode(learnt) == response + "<|im_end|>"
+    # without the key the column is ignored: every response token is learnt
+    unkeyed = SFTDataset(path, tokenizer, _cfg())[0]
+    assert unkeyed["loss_mask"].tolist() == plain["loss_mask"].tolist()
+
+
+def test_loss_exclude_spans_survive_right_truncation(tokenizer, tmp_path):
+    response = "paris wrote hamlet"
+    path = _write(tmp_path / "d.parquet", [{"prompt": "who?", "response": response, "skip": [[0, 5]]}])
+    prompt = _ids(tokenizer, "who?")
+    keep = len(_ids(tokenizer, "paris wrote"))
+    with pytest.warns(UserWarning, match="cut"):
+        item = SFTDataset(path, tokenizer, _cfg(apply_chat_template=False, max_length=len(prompt) + keep,
+                                                truncation="right", loss_exclude_key="skip"))[0]
+    learnt, excluded = _learnt_and_excluded(item, len(prompt))
+    assert tokenizer.decode(excluded) == "paris" and tokenizer.decode(learnt) == " wrote"
+
+
+@pytest.mark.parametrize("value, message", [
+    (None, "missing"), ([[3, 2]], "not a valid span"), ([[0, 99]], "not a valid span"), ([[0]], "not a valid span"),
+])
+def test_loss_exclude_spans_are_checked(tokenizer, tmp_path, value, message):
+    path = _write(tmp_path / "d.parquet", [{"prompt": "who?", "response": "paris", "skip": value}])
+    with pytest.raises(ValueError, match=rf"d.parquet row 0 column 'skip': .*{message}"):
+        SFTDataset(path, tokenizer, _cfg(loss_exclude_key="skip"))
+    with pytest.raises(KeyError, match="no column 'nope' .*data.loss_exclude_key"):
+        SFTDataset(path, tokenizer, _cfg(loss_exclude_key="nope"))
