@@ -42,7 +42,10 @@ prompt is everything before the turn, so observation tokens are only ever prompt
   (``action`` ``guess``) replaces the first search row. The rows after that first search are
   still written (their prompts hold a search and its results, so they teach reading documents,
   not skipping): only the decision to search is taken away. A policy warmed up on these searches
-  only sometimes; that searching pays is what RL has to discover;
+  only sometimes; that searching pays is what RL has to discover. The ``guess_span`` column marks
+  G's characters, so that the SFT trainer can leave the guess itself unlearnt
+  (``data.loss_exclude_key=guess_span``, the demo's ``warmstart.learn_guesses: false``): the row
+  then teaches answering at once, not which random value to answer;
 - otherwise, with probability ``wrong_rate`` X is a distractor of the gold answer's type (another
   city, person or occupation) that appears in the retrieved documents; when the documents hold
   none (an occupation question usually retrieves only its person's paragraph), it is another
@@ -128,6 +131,9 @@ WARMSTART_SCHEMA = pa.schema([
     ("world", pa.int64()),
     ("counterfactual", pa.int64()),
     ("renamed", pa.int64()),
+    # [start, end) character spans of the response that the warm start may leave unlearnt
+    # (data.loss_exclude_key of the SFT trainer): the guessed answer of a "guess" row
+    ("guess_span", pa.list_(pa.list_(pa.int64()))),
 ])
 
 # Seed offset between practice worlds (practice world i is drawn with seed + i * PRACTICE_SEED_STRIDE).
@@ -311,7 +317,16 @@ def rename_rows(rows: Sequence[dict], world: World, entities: Collection[str], c
     return out
 
 
+def guess_span(row: dict) -> list[list[int]]:
+    """The guessed answer's [start, end) characters in a "guess" row's response; [] for other rows."""
+    if row["action"] != "guess":
+        return []
+    start = row["response"].index("<answer> ") + len("<answer> ")
+    return [[start, row["response"].index(" </answer>", start)]]
+
+
 def _write_warmstart(rows: list[dict], path: Path) -> Path:
+    rows = [row | {"guess_span": guess_span(row)} for row in rows]
     pq.write_table(pa.Table.from_pylist(rows, schema=WARMSTART_SCHEMA), path)
     return path
 

@@ -272,6 +272,8 @@ class Demo:
                f"trainer.default_local_dir={out}", "trainer.logger=[jsonl]",
                f"model.autocast_dtype={autocast}", f"trainer.seed={self.cfg.seed}",
                f"hydra.run.dir={out / 'hydra'}"]
+        if not s.learn_guesses:
+            cmd.append("data.loss_exclude_key=guess_span")
         proc = self.runner.start("warmstart", cmd, env=stage_env(), cwd=str(REPO))
         return Job("warmstart", proc, float(s.timeout_s),
                    progress=self._metrics_progress(out / "logs" / "metrics.jsonl", int(s.steps),

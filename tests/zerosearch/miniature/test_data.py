@@ -172,6 +172,46 @@ def test_skip_rate_takes_away_only_the_first_search(prepared):
         data.warmstart_rows(world, qs, tok, retriever, skip_rate=-0.1)
 
 
+def test_guess_rows_mark_their_guess_and_the_sft_data_leaves_it_unlearnt(prepared, tmp_path):
+    """A guess row's guess_span is exactly its guessed answer; other rows have none. Read with
+    data.loss_exclude_key=guess_span, the SFT rows of a guess learn "<think> I know the answer.
+    </think>", the answer tags and eos, and not the guessed name."""
+    from transformers import AutoTokenizer
+
+    from verl.utils.dataset.sft_dataset import SFTDataset
+    from zerosearch.miniature.world import build_questions, build_world
+
+    _, paths = prepared
+    tok = AutoTokenizer.from_pretrained(paths["policy_model"])
+    world = build_world(5, n_people=40, n_cities=8, n_companies=20)
+    rows = data.warmstart_rows(world, build_questions(world), tok, data._bm25(world), topk=1, wrong_rate=0.3,
+                               seed=2, skip_rate=0.6)
+    path = data._write_warmstart(rows, tmp_path / "ws.parquet")
+    written = pq.read_table(path).to_pylist()
+    assert [r["response"] for r in written] == [r["response"] for r in rows]
+    guesses = [i for i, r in enumerate(written) if r["action"] == "guess"]
+    assert guesses and all(written[i]["guess_span"] for i in guesses)
+    for r in written:
+        if r["action"] != "guess":
+            assert r["guess_span"] == []
+            continue
+        (start, end), = r["guess_span"]
+        assert r["response"][start:end] == ANSWER.match(r["response"]).group(1)
+    cfg = {"prompt_key": "prompt", "response_key": "response", "max_length": 512, "truncation": "error",
+           "apply_chat_template": False, "loss_exclude_key": "guess_span"}
+    dataset = SFTDataset(str(path), tok, cfg)
+    for i in guesses[:5]:
+        item, r = dataset[i], written[i]
+        n_p = len(tok(r["prompt"])["input_ids"])
+        n = int(item["attention_mask"].sum())
+        ids, mask = item["input_ids"][:n], item["loss_mask"][:n].bool()
+        excluded = ids[n_p:][~mask[n_p:]].tolist()
+        assert tok.decode(excluded).strip() == ANSWER.match(r["response"]).group(1)
+        assert tok.decode(ids[mask].tolist()).startswith("<think> I know the answer. </think>")
+    searched = next(i for i, r in enumerate(written) if r["action"] == "answer")
+    assert int(dataset[searched]["loss_mask"].sum()) == len(tok(written[searched]["response"])["input_ids"]) + 1
+
+
 def test_practice_worlds_demonstrate_other_names_only(tmp_path):
     """practice_worlds: every question of each practice world is demonstrated from its own corpus,
     and no practice row is about an entity of the target world (or of another practice world)."""

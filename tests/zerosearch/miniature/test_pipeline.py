@@ -139,3 +139,19 @@ def test_sigterm_while_waiting_stops_the_running_stages(tmp_path):
 def test_wait_healthy_gives_up_after_its_timeout():
     with pytest.raises(StageError, match="did not answer"):
         wait_healthy("http://127.0.0.1:9/health", timeout_s=1.5)
+
+
+@pytest.mark.parametrize("learn_guesses", [False, True])
+def test_warm_start_leaves_the_guesses_unlearnt_unless_told(tmp_path, monkeypatch, learn_guesses):
+    """warmstart.learn_guesses=false (the default) gives the SFT trainer the guess_span column as
+    data.loss_exclude_key; true leaves it out (every response token learnt)."""
+    from zerosearch.miniature.demo import Demo
+
+    overrides = [f"out_dir={tmp_path}"] + (["warmstart.learn_guesses=true"] if learn_guesses else [])
+    demo = Demo(load_demo_config(DEFAULT_CONFIG, overrides))
+    started = []
+    monkeypatch.setattr(demo.runner, "start", lambda stage, cmd, **kw: started.append(cmd) or object())
+    demo.warm_start()
+    (cmd,) = started
+    assert ("data.loss_exclude_key=guess_span" in cmd) is (not learn_guesses)
+    assert "verl.trainer.sft_trainer" in cmd
