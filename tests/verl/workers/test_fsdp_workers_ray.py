@@ -88,7 +88,10 @@ def test_two_fsdp_ranks_generate_and_update_like_one_process(worker_group, tiny_
     moved = 0.0
     for name, param in exported.named_parameters():
         want = dict(local.named_parameters())[name].detach()
-        torch.testing.assert_close(param.detach() - start[name], want - start[name], atol=0.02 * lr, rtol=0)
+        # Adam turns a gradient near 0 into a step of up to lr whatever its size, so the two ranks'
+        # other summation order can move such a weight differently by a few % of lr (measured:
+        # 0.025 lr on 1 of 16,384 weights with OMP_NUM_THREADS=1); a wrong update is off by ~lr
+        torch.testing.assert_close(param.detach() - start[name], want - start[name], atol=0.1 * lr, rtol=0)
         moved = max(moved, float((want - start[name]).abs().max()))
     assert moved > 0.5 * lr
 
