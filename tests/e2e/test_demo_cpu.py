@@ -33,21 +33,23 @@ SHORT = [
 RL_STEPS = 20  # configs/demo.yaml rl.steps
 # Training loss (mean token cross-entropy) of the two SFT stages, first logged step and mean of the
 # last steps. Measured (seeds 0-2): warm start ~7.4 at step 1 (ln of the ~1,650-token vocabulary),
-# 0.05-0.15 at step 2400 (the counterfactual rows keep it from memorising); simulator ~7.4 at step 1,
+# 0.03-0.15 at step 2400 (0.03-0.07 with the guesses unlearnt, the default; the counterfactual rows keep
+# it from memorising); simulator ~7.4 at step 1,
 # below 0.1 at step 1200.
 FIRST_LOSS_ABOVE = 6.0
 WARMSTART_LAST_LOSS_BELOW = 0.3
 SIMULATOR_LAST_LOSS_BELOW = 0.5
-# Held-out behaviour (greedy, real retrieval server, every test question). Measured on five runs
-# (docs/demo.md, "Across seeds"): searches per question 0.00-0.15 for the warm start, 0.91-1.17
-# after RL; EM lift over the warm start +0.036 to +0.396 per arm, +0.048 to +0.37 for the mean of
-# the two arms. The lift is not reliably 0.20 (it moved from +0.26 to +0.10 for one seed when only
-# float rounding changed; one arm's +0.036 has an interval that reaches below 0), so the test
-# asserts what every run showed with room: RL makes the policy search, lifts held-out EM on the
-# mean of the simulated- and real-search arms, and neither arm lowers it by more than noise.
+# Held-out behaviour (greedy, real retrieval server, every test question). Measured for the default
+# recipe on seeds 0-2 (docs/demo.md, "Across seeds, the default recipe"): searches per question
+# 0.01-0.12 for the warm start, 1.06-1.23 after RL; EM lift over the warm start +0.155 to +0.556 per
+# arm, +0.167 to +0.500 for the mean of the two arms (seed 0, the CI run's seed: +0.435 / +0.412).
+# The earlier default (docs/demo.md, "Across seeds, on clean splits") lifted EM by +0.036 to +0.396
+# per arm, and float rounding alone moved one seed's lift from +0.26 to +0.10, so the test asserts
+# what every run showed with room: RL makes the policy search, lifts held-out EM on the mean of the
+# simulated- and real-search arms, and neither arm lowers it by more than noise.
 WARM_SEARCHES_BELOW = 0.8
 RL_SEARCHES_ABOVE = 0.8
-RL_MEAN_EM_LIFT_ABOVE = 0.0
+RL_MEAN_EM_LIFT_ABOVE = 0.05
 RL_ARM_EM_DROP_BELOW = 0.02
 SCRIPTED_EM_ABOVE = 0.9  # the scripted reader: 1.000 on every seed
 MAJORITY_EM_BELOW = 0.15  # the majority answer per kind: ~0.04
