@@ -317,12 +317,15 @@ def rename_rows(rows: Sequence[dict], world: World, entities: Collection[str], c
     return out
 
 
+def answer_span(response: str) -> tuple[int, int]:
+    """[start, end) characters of X in a demonstration's "<answer> X </answer>"."""
+    start = response.index("<answer> ") + len("<answer> ")
+    return start, response.index(" </answer>", start)
+
+
 def guess_span(row: dict) -> list[list[int]]:
     """The guessed answer's [start, end) characters in a "guess" row's response; [] for other rows."""
-    if row["action"] != "guess":
-        return []
-    start = row["response"].index("<answer> ") + len("<answer> ")
-    return [[start, row["response"].index(" </answer>", start)]]
+    return [list(answer_span(row["response"]))] if row["action"] == "guess" else []
 
 
 def _write_warmstart(rows: list[dict], path: Path) -> Path:

@@ -38,8 +38,7 @@ def skill_spans(row: dict) -> list[tuple[str, int, int]]:
         query = response.find(subject, response.find("<search>"))
         spans += [("think_name", think, think + len(subject)), ("query_name", query, query + len(subject))]
     elif row["action"] == "answer":
-        start = response.index("<answer> ") + len("<answer> ")
-        end = response.index(" </answer>", start)
+        start, end = data.answer_span(response)
         spans.append((f"answer/{row['question_id'].split('-', 1)[0]}", start, end))
     return [s for s in spans if s[1] >= 0]
 
