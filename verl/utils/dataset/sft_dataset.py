@@ -127,9 +127,9 @@ class SFTDataset(Dataset):
             r_ids = enc["input_ids"]
             learn = [[int(not any(a < e and b > s for s, e in spans)) for a, b in offsets] + [1]
                      for offsets, spans in zip(enc["offset_mapping"], excluded)]
-        self._rows = [(list(p), list(r) + [tokenizer.eos_token_id]) for p, r in zip(p_ids, r_ids)]
-        # per row: 1 where a response token (eos included) is learnt, 0 inside an excluded span
-        self._learn = learn
+        # per row: prompt ids, response ids + eos, and per response token 1 if it is learnt
+        # (0 inside an excluded span)
+        self._rows = [(list(p), list(r) + [tokenizer.eos_token_id], m) for p, r, m in zip(p_ids, r_ids, learn)]
         self._apply_truncation()
 
     def _prompt_text(self, value: Any, where: str) -> str:
@@ -142,7 +142,7 @@ class SFTDataset(Dataset):
         return "\n".join(m["content"] for m in chat)
 
     def _apply_truncation(self) -> None:
-        long_rows = [i for i, (p, r) in enumerate(self._rows) if len(p) + len(r) > self.max_length]
+        long_rows = [i for i, (p, r, _) in enumerate(self._rows) if len(p) + len(r) > self.max_length]
         if not long_rows:
             return
         listed = format_rows([self._where[i] for i in long_rows])
@@ -155,17 +155,17 @@ class SFTDataset(Dataset):
                 raise ValueError(f"SFTDataset: truncation=left cannot keep the whole response within "
                                  f"max_length={self.max_length} at {format_rows([self._where[i] for i in bad])}")
             for i in long_rows:
-                p, r = self._rows[i]
-                self._rows[i] = (p[len(p) + len(r) - self.max_length:], r)
+                p, r, m = self._rows[i]
+                self._rows[i] = (p[len(p) + len(r) - self.max_length:], r, m)
         else:
             bad = [i for i in long_rows if len(self._rows[i][0]) >= self.max_length]
             if bad:
                 raise ValueError(f"SFTDataset: truncation=right leaves no response token within "
                                  f"max_length={self.max_length} at {format_rows([self._where[i] for i in bad])}")
             for i in long_rows:
-                p, r = self._rows[i]
-                self._rows[i] = (p, r[:self.max_length - len(p)])
-                self._learn[i] = self._learn[i][:self.max_length - len(p)]
+                p, r, m = self._rows[i]
+                keep = self.max_length - len(p)
+                self._rows[i] = (p, r[:keep], m[:keep])
         warnings.warn(f"SFTDataset: {len(long_rows)} rows are longer than max_length={self.max_length} and were cut "
                       f"on the {self.truncation}: {listed}", stacklevel=3)
 
@@ -175,7 +175,7 @@ class SFTDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         if not -len(self) <= i < len(self):
             raise IndexError(f"SFTDataset: row {i} out of range for {len(self)} rows")
-        prompt, response = self._rows[i]
+        prompt, response, learn = self._rows[i]
         n_p, n = len(prompt), len(prompt) + len(response)
         input_ids = torch.full((self.max_length,), self.tokenizer.pad_token_id, dtype=torch.long)
         input_ids[:n] = torch.tensor(prompt + response, dtype=torch.long)
@@ -184,7 +184,7 @@ class SFTDataset(Dataset):
         position_ids = torch.zeros(self.max_length, dtype=torch.long)
         position_ids[:n] = torch.arange(n, dtype=torch.long)
         loss_mask = torch.zeros(self.max_length, dtype=torch.long)
-        loss_mask[n_p:n] = torch.tensor(self._learn[i], dtype=torch.long)
+        loss_mask[n_p:n] = torch.tensor(learn, dtype=torch.long)
         return {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids,
                 "loss_mask": loss_mask}
 
