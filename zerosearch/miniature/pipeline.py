@@ -123,6 +123,8 @@ class Job:
         progress: optional status for the heartbeat lines (see ``StageRunner.run``).
         t0: when the stage started (``time.monotonic``).
         elapsed: seconds it ran, set when it ends.
+        then: optional starter of a job that depends on this one (``StageRunner.run_queue`` starts
+            it as soon as this job has succeeded).
     """
 
     stage: str
@@ -131,6 +133,7 @@ class Job:
     progress: Callable[[], str | None] | None = None
     t0: float = field(default_factory=time.monotonic)
     elapsed: float | None = None
+    then: "Callable[[], Job | None] | None" = None
 
 
 @dataclass
@@ -194,6 +197,37 @@ class StageRunner:
             for job in jobs:
                 _stop_group(job.proc)
             raise
+
+    def run_queue(self, starters: Sequence[Callable[[], Job | None]], at_once: int) -> dict[str, float]:
+        """Run the jobs that ``starters`` start, in order, with at most ``at_once`` of them side by
+        side: the next starts as soon as a running one has ended. A starter returns the job it
+        started, or None when there is nothing to do (a stage already done). A finished job's
+        ``then`` starts next, before the rest of the queue. Returns ``{stage: seconds}`` of every job
+        that ran. A failure stops the running jobs (``wait_any``) and starts no other."""
+        if at_once < 1:
+            raise ValueError(f"StageRunner.run_queue: at_once must be >= 1, got {at_once}")
+        queue, running, seconds = list(starters), [], {}
+
+        def fill() -> None:
+            while queue and len(running) < at_once:
+                job = queue.pop(0)()
+                if job is not None:
+                    running.append(job)
+
+        try:
+            fill()
+            while running:
+                done = self.wait_any(running)
+                running.remove(done)
+                seconds[done.stage] = done.elapsed
+                if done.then is not None:
+                    queue.insert(0, done.then)
+                fill()
+        except BaseException:  # a starter that raised leaves no job running behind it
+            for job in running:
+                _stop_group(job.proc)
+            raise
+        return seconds
 
     def _wait_any(self, jobs: Sequence[Job]) -> Job:
         next_beat = [job.t0 + self.heartbeat_s for job in jobs]

@@ -103,6 +103,61 @@ def test_wait_any_stops_the_other_stages_when_one_fails(tmp_path):
     assert late.proc.wait(timeout=30) is not None
 
 
+def _timed_job(runner, stage, out, sleep_s, exit_code=0):
+    """A job that records when it started and ended (``out/<stage>.times``) and exits with ``exit_code``."""
+    code = (f"import sys, time; from pathlib import Path; t0 = time.time(); time.sleep({sleep_s}); "
+            f"Path({str(out / (stage + '.times'))!r}).write_text(f'{{t0}} {{time.time()}}'); sys.exit({exit_code})")
+    return Job(stage, runner.start(stage, [sys.executable, "-c", code]), 120)
+
+
+def _times(out, stage):
+    return tuple(float(x) for x in (out / f"{stage}.times").read_text().split())
+
+
+def test_run_queue_keeps_at_most_at_once_jobs_running_and_starts_then_first(tmp_path):
+    """Three jobs two at a time: the third starts only after one of the first two has ended; a
+    starter with nothing to do (None) is skipped; a job's ``then`` runs after it, before the queue
+    goes on."""
+    runner = StageRunner(tmp_path, heartbeat_s=0.2, echo=lambda line: None)
+    started = []
+
+    def starter(stage, sleep_s, then=None):
+        def start():
+            started.append(stage)
+            job = _timed_job(runner, stage, tmp_path, sleep_s)
+            job.then = then
+            return job
+        return start
+
+    seconds = runner.run_queue([starter("a", 0.2, then=starter("a_then", 0.2)), lambda: None, starter("b", 2.5),
+                                starter("c", 0.2)], at_once=2)
+    assert started == ["a", "b", "a_then", "c"]
+    assert set(seconds) == {"a", "b", "a_then", "c"} and all(v > 0 for v in seconds.values())
+    a, b, a_then, c = (_times(tmp_path, s) for s in ("a", "b", "a_then", "c"))
+    assert a_then[0] >= a[1]  # then: after its job
+    assert c[0] >= a_then[1]  # at most two at once: c waited for a slot (b still ran)
+    assert b[0] < a[1]  # a and b side by side
+    with pytest.raises(ValueError, match="at_once"):
+        runner.run_queue([], at_once=0)
+
+
+def test_run_queue_stops_on_a_failure_and_starts_nothing_more(tmp_path):
+    runner = StageRunner(tmp_path, heartbeat_s=0.2, echo=lambda line: None)
+    jobs = {}
+
+    def starter(stage, sleep_s, code=0):
+        def start():
+            jobs[stage] = _timed_job(runner, stage, tmp_path, sleep_s, code)
+            return jobs[stage]
+        return start
+
+    with pytest.raises(StageError, match="exit code 5") as err:
+        runner.run_queue([starter("long", 60), starter("bad", 0.3, 5), starter("never", 0.1)], at_once=2)
+    assert err.value.stage == "bad"
+    assert "never" not in jobs
+    assert jobs["long"].proc.wait(timeout=30) is not None  # stopped, not left running
+
+
 def test_sigterm_while_waiting_stops_the_running_stages(tmp_path):
     """A demo killed with SIGTERM (``kill``, ``timeout``) stops its stages as Ctrl-C does: each stage
     runs in its own session, so the signal does not reach it by itself."""
@@ -155,3 +210,37 @@ def test_warm_start_leaves_the_guesses_unlearnt_unless_told(tmp_path, monkeypatc
     (cmd,) = started
     assert ("data.loss_exclude_key=guess_span" in cmd) is (not learn_guesses)
     assert "verl.trainer.sft_trainer" in cmd
+
+
+@pytest.mark.parametrize("side_by_side", [1, 3])
+def test_rl_runs_side_by_side_get_their_own_threads(tmp_path, monkeypatch, side_by_side):
+    """rl.side_by_side > 1 starts the runs together, each told to use rl.threads_side_by_side torch
+    threads (trainer.cpu_threads_per_worker and OMP_NUM_THREADS); one at a time they keep the
+    trainer's default. The ablation run comes last and only when asked for."""
+    from zerosearch.miniature.demo import Demo
+
+    demo = Demo(load_demo_config(DEFAULT_CONFIG, [f"out_dir={tmp_path}", f"rl.side_by_side={side_by_side}",
+                                                  "rl.threads_side_by_side=1"]))
+    started, running, most = [], [], [0]
+
+    def start(stage, cmd, env=None, cwd=None):
+        started.append((stage, cmd, env))
+        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
+        running.append(proc)
+        most[0] = max(most[0], sum(p.poll() is None for p in running))
+        return proc
+
+    monkeypatch.setattr(demo.runner, "start", start)
+    demo.train_all_rl()
+    assert [s for s, _, _ in started] == ["rl_sim", "rl_real", "rl_fixed"]
+    assert most[0] == side_by_side
+    for stage, cmd, env in started:
+        assert ("trainer.cpu_threads_per_worker=1" in cmd) is (side_by_side > 1)
+        if side_by_side > 1:
+            assert env["OMP_NUM_THREADS"] == "1"
+    search_modes = [cmd[cmd.index("SEARCH_MODE") + 1] for _, cmd, _ in started]
+    assert search_modes == ["simulate_sft", "wiki", "simulate_sft"]
+    fixed = started[2][1]
+    assert fixed[fixed.index("START_THRESHOLD") + 1] == fixed[fixed.index("END_THRESHOLD") + 1] == "0.5"
+    demo.cfg.rl.run_fixed_noise_ablation = False
+    assert [stage for stage, *_ in demo.rl_runs()] == ["rl_sim", "rl_real"]
