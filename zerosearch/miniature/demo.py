@@ -16,8 +16,9 @@ Stages (each a child process with its log under ``OUT/logs/``; progress lines wh
 6. ``rl_sim``       RL against the simulated search with the p_noisy curriculum (``train_*.sh``),
    ``rl_real``      the same RL against the real retrieval server (``SEARCH_MODE wiki``) and
    ``rl_fixed``     optionally, the ablation with a fixed p_noisy = end threshold: ``rl.side_by_side``
-                    of them at a time;
-7. ``eval_*``       every RL policy on the held-out questions; PNG curves (``scripts/plot_metrics.py``).
+                    of them at a time, each followed by ``eval_*`` of its policy on the held-out
+                    questions;
+7.                  the table; PNG curves (``scripts/plot_metrics.py``).
 
 Ends by printing a markdown table (rows warm_start, sim_trained, real_trained[, fixed_noise];
 columns EM, SubEM, F1 over all evaluated held-out questions) and writing ``OUT/results.json``
@@ -180,7 +181,7 @@ class Demo:
         train_server = self.start_retrieval("train_retrieval_server", "corpus_train.jsonl", self.train_retrieval_port)
         self.tune_simulator()
         train_server.stop()
-        self.banner(f"4/8 serving the simulator ({self.cfg.servers.sim_engine}) on port {self.sim_port}, "
+        self.banner(f"4/7 serving the simulator ({self.cfg.servers.sim_engine}) on port {self.sim_port}, "
                     "meanwhile the policy warm start (SFT on format demonstrations)")
         jobs = [Job("sim_server_launch", self.start_simulator(), float(self.cfg.servers.start_timeout_s)),
                 self.warm_start()]
@@ -295,16 +296,29 @@ class Demo:
             runs.append(("rl_fixed", "simulate_sft", float(r.end_threshold), float(r.end_threshold)))
         return runs
 
-    def train_all_rl(self) -> None:
+    def train_all_rl(self) -> dict[str, dict[str, Any]]:
         """Stage 6: every RL run, ``rl.side_by_side`` of them at once (each then on
-        ``rl.threads_side_by_side`` torch threads)."""
+        ``rl.threads_side_by_side`` torch threads), each followed by the evaluation of its policy
+        (beside the runs still training). Returns the score of each RL row."""
         r = self.cfg.rl
         at_once = int(r.side_by_side)
         if at_once < 1:
             raise ValueError(f"rl.side_by_side must be >= 1, got {at_once}")
         threads = int(r.threads_side_by_side) if at_once > 1 else None
-        self.timings.update(self.runner.run_queue(
-            [lambda run=run: self.start_rl(*run, threads=threads) for run in self.rl_runs()], at_once))
+        row_of = {stage: row for row, stage in ROWS}
+
+        def start(stage: str, *run) -> Job | None:
+            def evaluate() -> Job | None:
+                return self.start_eval(row_of[stage], stage, threads=threads)
+            job = self.start_rl(stage, *run, threads=threads)
+            if job is None:  # resumed, trained already
+                return evaluate()
+            job.then = evaluate
+            return job
+
+        self.timings.update(self.runner.run_queue([lambda run=run: start(*run) for run in self.rl_runs()], at_once))
+        return {row_of[stage]: self._report(row_of[stage], self.out / "eval" / row_of[stage] / "records.jsonl")
+                for stage, *_ in self.rl_runs()}
 
     def start_rl(self, stage: str, search_mode: str, start: float, end: float, threads: int | None = None) -> Job | None:
         """Start the RL run ``stage`` (None when resuming and it is done); ``threads``: torch threads of
@@ -354,10 +368,19 @@ class Demo:
     def evaluate(self, row: str, stage: str, rag: bool = False) -> dict[str, Any]:
         """Score the policy of ``stage`` on the evaluation split with the real retrieval server
         (``rag``: the RAG baseline, one written search for the question, then the policy answers)."""
+        job = self.start_eval(row, stage, rag)
+        if job is not None:
+            self.runner.wait_any([job])
+            self.timings[job.stage] = job.elapsed
+        return self._report(row, self.out / "eval" / row / "records.jsonl")
+
+    def start_eval(self, row: str, stage: str, rag: bool = False, threads: int | None = None) -> Job | None:
+        """Start the evaluation of ``evaluate`` (None when resuming and it is done); ``threads``:
+        its torch threads (None: all cores)."""
         e = self.cfg.eval
         out = self.out / "eval" / row
         if self._done(out / "records.jsonl", f"evaluation {row}"):
-            return self._report(row, out / "records.jsonl")
+            return None
         turns = [] if rag else ["--max-turns", str(e.max_turns)]
         cmd = [python(), "-m", "zerosearch.evaluation", "--model", str(self.policy_path(stage)),
                "--data", str(self.work / "world" / f"{e.split}.parquet"), "--search-engine", "wiki", "--engine", "hf",
@@ -370,8 +393,10 @@ class Demo:
                f"retriever.max_obs_length={self.cfg.rl.max_obs_length}"]
         if e.limit is not None:
             cmd += ["--limit", str(e.limit)]
-        self._run(f"eval_{row}", cmd, float(e.timeout_s))
-        return self._report(row, out / "records.jsonl")
+        env = stage_env()
+        if threads is not None:
+            env["OMP_NUM_THREADS"] = str(threads)
+        return Job(f"eval_{row}", self.runner.start(f"eval_{row}", cmd, env=env, cwd=str(REPO)), float(e.timeout_s))
 
     @staticmethod
     def _report(row: str, records: Path) -> dict[str, Any]:
@@ -460,18 +485,18 @@ class Demo:
         results: dict[str, Any] = {}
         r, e = self.cfg.rl, self.cfg.eval
         try:
-            self.banner("1/8 synthetic world, tokenizer, tiny models, warm-start demonstrations")
+            self.banner("1/7 synthetic world, tokenizer, tiny models, warm-start demonstrations")
             if self.cfg.resume and (self.work / "world" / "warmstart_sft.parquet").is_file():
                 print(f"  resume: reusing {self.work / 'world'}", flush=True)
             else:
                 self.build_world()
-            self.banner("2/8 retrieval servers (BM25): the training paragraphs (for the simulator's tuning rows) "
+            self.banner("2/7 retrieval servers (BM25): the training paragraphs (for the simulator's tuning rows) "
                         f"on port {self.train_retrieval_port}, the whole corpus (the real search engine) "
                         f"on port {self.retrieval_port}")
             self.start_retrieval("retrieval_server", "corpus.jsonl", self.retrieval_port)
-            self.banner("3/8 simulation model: collect real results for training questions, label, build, tune")
+            self.banner("3/7 simulation model: collect real results for training questions, label, build, tune")
             self.simulator_and_warm_start()
-            self.banner(f"5/8 baselines on the {e.split} questions (real retrieval server): the warm start, "
+            self.banner(f"5/7 baselines on the {e.split} questions (real retrieval server): the warm start, "
                         "RAG (the warm start after one written search for the question), majority answer, "
                         "scripted reader")
             results["warm_start"] = self.evaluate("warm_start", "warmstart")
@@ -482,17 +507,13 @@ class Demo:
                      "rl_real": "against the REAL retrieval server (the Search-R1 arm)",
                      "rl_fixed": f"ablation: simulated search with a FIXED p_noisy = {r.end_threshold}"}
             stages = [stage for stage, *_ in self.rl_runs()]
-            self.banner(f"6/8 RL ({r.algo}), {min(int(r.side_by_side), len(stages))} run(s) at a time: "
-                        + "; ".join(f"{stage} {about[stage]}" for stage in stages))
-            self.train_all_rl()
-            self.banner(f"7/8 the RL policies on the {e.split} questions (real retrieval server)")
-            row_of = {stage: row for row, stage in ROWS}
-            for stage in stages:
-                results[row_of[stage]] = self.evaluate(row_of[stage], stage)
+            self.banner(f"6/7 RL ({r.algo}), {min(int(r.side_by_side), len(stages))} run(s) at a time, each policy "
+                        f"then scored on the {e.split} questions: " + "; ".join(f"{stage} {about[stage]}" for stage in stages))
+            results.update(self.train_all_rl())
         finally:
             for server in reversed(self.servers):
                 server.stop()
-        self.banner("8/8 table and curves")
+        self.banner("7/7 table and curves")
         for row, stage in ROWS:
             if row in RL_ROWS and (self.work / "rl" / stage).is_dir():
                 self.plot(stage)

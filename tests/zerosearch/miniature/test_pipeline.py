@@ -216,7 +216,8 @@ def test_warm_start_leaves_the_guesses_unlearnt_unless_told(tmp_path, monkeypatc
 def test_rl_runs_side_by_side_get_their_own_threads(tmp_path, monkeypatch, side_by_side):
     """rl.side_by_side > 1 starts the runs together, each told to use rl.threads_side_by_side torch
     threads (trainer.cpu_threads_per_worker and OMP_NUM_THREADS); one at a time they keep the
-    trainer's default. The ablation run comes last and only when asked for."""
+    trainer's default. Each policy's evaluation follows its own run. The ablation run comes last
+    and only when asked for."""
     from zerosearch.miniature.demo import Demo
 
     demo = Demo(load_demo_config(DEFAULT_CONFIG, [f"out_dir={tmp_path}", f"rl.side_by_side={side_by_side}",
@@ -231,13 +232,26 @@ def test_rl_runs_side_by_side_get_their_own_threads(tmp_path, monkeypatch, side_
         return proc
 
     monkeypatch.setattr(demo.runner, "start", start)
-    demo.train_all_rl()
-    assert [s for s, _, _ in started] == ["rl_sim", "rl_real", "rl_fixed"]
+    monkeypatch.setattr(demo, "_report", lambda row, records: {"row": row, "records": records})
+    scores = demo.train_all_rl()
+    assert scores == {row: {"row": row, "records": tmp_path / "eval" / row / "records.jsonl"}
+                      for row in ("sim_trained", "real_trained", "fixed_noise")}
+    order = [s for s, _, _ in started]
+    if side_by_side == 1:
+        assert order == ["rl_sim", "eval_sim_trained", "rl_real", "eval_real_trained", "rl_fixed", "eval_fixed_noise"]
+    else:
+        assert order[:3] == ["rl_sim", "rl_real", "rl_fixed"]
+        assert sorted(order[3:]) == ["eval_fixed_noise", "eval_real_trained", "eval_sim_trained"]
     assert most[0] == side_by_side
     for stage, cmd, env in started:
-        assert ("trainer.cpu_threads_per_worker=1" in cmd) is (side_by_side > 1)
-        if side_by_side > 1:
-            assert env["OMP_NUM_THREADS"] == "1"
+        if stage.startswith("rl_"):
+            assert ("trainer.cpu_threads_per_worker=1" in cmd) is (side_by_side > 1)
+        else:
+            assert cmd[cmd.index("--model") + 1] == str(demo.policy_path({"eval_sim_trained": "rl_sim",
+                                                                           "eval_real_trained": "rl_real",
+                                                                           "eval_fixed_noise": "rl_fixed"}[stage]))
+        assert (env.get("OMP_NUM_THREADS") == "1") is (side_by_side > 1) or "OMP_NUM_THREADS" in os.environ
+    started = [run for run in started if run[0].startswith("rl_")]
     search_modes = [cmd[cmd.index("SEARCH_MODE") + 1] for _, cmd, _ in started]
     assert search_modes == ["simulate_sft", "wiki", "simulate_sft"]
     fixed = started[2][1]
