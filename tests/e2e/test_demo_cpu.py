@@ -1,5 +1,5 @@
-"""The CPU miniature (``python -m zerosearch.miniature.demo``) as CI runs it: every stage of configs/demo.yaml
-with its step counts, its servers and launchers, shortened only by leaving out the fixed-noise
+"""The CPU miniature (``python -m zerosearch.miniature.demo``) as CI runs it: the whole default demo of
+configs/demo.yaml (seed 0), with its step counts, its servers and launchers and the fixed-noise
 ablation. Checks the output contract (table printed, results.json keys, PNG curves, servers
 stopped), that the RL runs trained and exported their policies, the baselines' sanity (the scripted
 reader answers almost everything, the majority answer almost nothing), and the improvements every
@@ -24,10 +24,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(3300)]
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# The demo's defaults, without the fixed-noise ablation.
-SHORT = [
+# The demo's defaults.
+ARGS = [
     "seed=0",
-    "rl.run_fixed_noise_ablation=false",
     "heartbeat_s=60",
 ]
 RL_STEPS = 20  # configs/demo.yaml rl.steps
@@ -58,7 +57,7 @@ MAJORITY_EM_BELOW = 0.15  # the majority answer per kind: ~0.04
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    proc = subprocess.run([sys.executable, "-m", "zerosearch.miniature.demo", f"out_dir={out}", *SHORT], cwd=REPO,
+    proc = subprocess.run([sys.executable, "-m", "zerosearch.miniature.demo", f"out_dir={out}", *ARGS], cwd=REPO,
                           capture_output=True, text=True, timeout=3000)
     assert proc.returncode == 0, f"demo failed (rc {proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return out, proc.stdout
@@ -69,7 +68,8 @@ def test_output_contract(demo_run):
     results = json.loads((out / "results.json").read_text())
     with (out / "work" / "world" / "test.jsonl").open() as f:
         held_out = sum(1 for line in f if line.strip())
-    for row in ("warm_start", "rag", "sim_trained", "real_trained", "majority", "scripted"):
+    rows = ("warm_start", "rag", "sim_trained", "real_trained", "fixed_noise", "majority", "scripted")
+    for row in rows:
         assert set(results[row]) >= {"em", "sub_em", "f1"}
         for key in ("em", "sub_em", "f1"):
             assert 0.0 <= results[row][key] <= 1.0
@@ -81,13 +81,13 @@ def test_output_contract(demo_run):
         assert lo <= results[row]["em"] <= hi
         assert sum(k["n"] for k in results[row]["em_by_kind"].values()) == held_out
     assert results["wall_seconds"] > 0
-    assert "fixed_noise" not in results
-    assert set(results["comparisons"]) >= {"sim_trained - warm_start", "sim_trained - rag", "sim_trained - real_trained"}
+    assert set(results["comparisons"]) >= {"sim_trained - warm_start", "sim_trained - rag", "sim_trained - real_trained",
+                                           "sim_trained - fixed_noise"}
     # the markdown table is printed, one row per policy, with the numbers of results.json
-    for row in ("warm_start", "rag", "sim_trained", "real_trained", "majority", "scripted"):
+    for row in rows:
         line = next(ln for ln in stdout.splitlines() if ln.startswith(f"| {row} |"))
         assert f"{results[row]['em']:.3f}" in line
-    assert (out / "results.md").read_text().count("\n| ") >= 6
+    assert (out / "results.md").read_text().count("\n| ") >= len(rows)
     for png in ("scores.png", "reward.png"):
         assert (out / png).stat().st_size > 1000
     assert any((out / "plots" / "rl_sim").glob("*.png"))
@@ -113,15 +113,17 @@ def test_rl_runs_trained_and_exported(demo_run):
 
     out, _ = demo_run
     start = load_file(str(out / "work" / "warmstart" / "huggingface" / "model.safetensors"))
-    for run, mode in (("rl_sim", "simulate_sft"), ("rl_real", "wiki")):
+    for run, mode in (("rl_sim", "simulate_sft"), ("rl_real", "wiki"), ("rl_fixed", "simulate_sft")):
         rows = [json.loads(line) for line in (out / "work" / "rl" / run / "logs" / "metrics.jsonl").open()]
         assert [r["step"] for r in rows] == list(range(1, RL_STEPS + 1))
         # every search of the run got a reply (from the simulator or the retrieval server); a reply that
         # did not parse is content, counted apart, and rare
         assert all(r["search/failure_rate"] == 0.0 for r in rows), run
         assert sum(r.get("search/malformed_rate", 0.0) for r in rows) / len(rows) < 0.2, run
-        if mode == "simulate_sft":  # the curriculum raised p_noisy over the run
+        if run == "rl_sim":  # the curriculum raised p_noisy over the run
             assert rows[0]["search/p_noisy"] < rows[-1]["search/p_noisy"] <= 0.5
+        if run == "rl_fixed":  # the ablation held it at the curriculum's end value
+            assert all(r["search/p_noisy"] == 0.5 for r in rows)
         export = out / "work" / "rl" / run / f"global_step_{RL_STEPS}" / "actor" / "huggingface"
         trained = load_file(str(export / "model.safetensors"))
         assert max(float((trained[k] - start[k]).abs().max()) for k in start) > 0.0

@@ -84,6 +84,24 @@ def test_cosine_decays_to_min_lr():
     assert lrs == pytest.approx(expected)
 
 
+def test_wsd_holds_lr_then_decays_over_the_last_share_of_the_steps():
+    """warmup 2, 10 steps, lr_decay_steps_ratio 0.4: 4 decay steps (6-9) after 4 stable ones (2-5)."""
+    cfg = _optim_cfg(warmup_style="wsd", lr_warmup_steps=2, total_training_steps=10, lr_decay_steps_ratio=0.4)
+    decay = [0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]
+    assert _lrs(cfg, 11) == pytest.approx([0.0, 0.5, 1.0, 1.0, 1.0, 1.0, *decay, 0.0])
+    floor = _lrs(_optim_cfg(warmup_style="wsd", lr_warmup_steps=0, total_training_steps=4, lr_decay_steps_ratio=0.5,
+                            min_lr_ratio=0.2), 5)
+    assert floor == pytest.approx([1.0, 1.0, 1.0, 0.2 + 0.8 * 0.5, 0.2])
+    opt = build_optimizer([torch.nn.Parameter(torch.zeros(1))], cfg)
+    with pytest.raises(ValueError, match="lr_decay_steps_ratio"):
+        build_lr_scheduler(opt, _optim_cfg(warmup_style="wsd", total_training_steps=10, lr_decay_steps_ratio=0.0))
+    with pytest.raises(ValueError, match="do not fit"):
+        build_lr_scheduler(opt, _optim_cfg(warmup_style="wsd", lr_warmup_steps=8, total_training_steps=10,
+                                           lr_decay_steps_ratio=0.4))
+    with pytest.raises(ValueError, match="total_training_steps"):
+        build_lr_scheduler(opt, _optim_cfg(warmup_style="wsd", lr_decay_steps_ratio=0.4))
+
+
 def test_optim_config_errors_name_the_key():
     with pytest.raises(ValueError, match="total_training_steps"):
         build_lr_scheduler(build_optimizer([torch.nn.Parameter(torch.zeros(1))], _optim_cfg()),

@@ -210,6 +210,8 @@ def test_warm_start_leaves_the_guesses_unlearnt_unless_told(tmp_path, monkeypatc
     (cmd,) = started
     assert ("data.loss_exclude_key=guess_span" in cmd) is (not learn_guesses)
     assert "verl.trainer.sft_trainer" in cmd
+    # the schedule of configs/demo.yaml: lr held, then decayed over the last fifth of the steps
+    assert "optim.warmup_style=wsd" in cmd and "optim.lr_decay_steps_ratio=0.2" in cmd
 
 
 @pytest.mark.parametrize("side_by_side", [1, 3])
