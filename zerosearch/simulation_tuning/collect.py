@@ -10,11 +10,13 @@ with no hits has an empty list). Queries whose search failed after the tool's re
 written, so a later run retries them.
 
 Policies:
-    scripted   the question itself (without its "?"), then up to ``max_subqueries`` entity
-               sub-queries: each maximal run of capitalised words in the question, the first
-               word of the question excepted ("Where was the founder of Zunta Labs born?" ->
-               "Zunta Labs"), de-duplicated. Cheap, deterministic and enough to reach the
-               paragraphs of both hops of a bridge question.
+    scripted   the question itself, as written (a policy that searches its question writes
+               it with its "?", and the simulator must be tuned on the queries it will be
+               served), then up to ``max_subqueries`` entity sub-queries: each maximal run of
+               capitalised words in the question, the first word of the question excepted
+               ("Where was the founder of Zunta Labs born?" -> "Zunta Labs"), de-duplicated.
+               Cheap, deterministic and enough to reach the paragraphs of both hops of a
+               bridge question.
     HF_DIR     a policy checkpoint: the project's multi-turn agent loop
                (``zerosearch.agent.SearchAgentLoop``) with an in-process Hugging Face rollout
                (``verl.workers.rollout.hf_rollout.HFRollout``), sampling; every search it makes
@@ -69,8 +71,8 @@ def scripted_queries(question: str, max_subqueries: int = 2) -> list[str]:
     """The scripted policy's queries for ``question`` (see the module docstring)."""
     if max_subqueries < 0:
         raise ValueError(f"max_subqueries must be >= 0, got {max_subqueries}")
-    main = question.strip().rstrip("?").strip()
-    words = main.split()
+    main = question.strip()
+    words = main.rstrip("?").split()
     runs: list[str] = []
     current: list[str] = []
     for word in words[1:] + [""]:

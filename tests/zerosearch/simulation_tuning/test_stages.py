@@ -22,14 +22,19 @@ def test_split_documents_strips_the_doc_prefix_and_joins_continuation_lines():
 
 
 def test_scripted_queries_are_the_question_then_capitalised_runs():
+    """The first query is the question as a searching policy writes it, "?" included: a simulator
+    tuned on queries without it was served the policy's queries with it and, on one seed of the
+    CPU miniature, answered 'Doc 191: ...' / 'Doc 19994.' to most of them (P(':' | 'Doc 1') 0.0002
+    with the '?', 1.0 without)."""
     assert collect.scripted_queries("Where was the founder of Zunta Labs born?") == [
-        "Where was the founder of Zunta Labs born", "Zunta Labs"]
+        "Where was the founder of Zunta Labs born?", "Zunta Labs"]
     assert collect.scripted_queries("Were Scott Derrickson and Ed Wood of the same nationality?") == [
-        "Were Scott Derrickson and Ed Wood of the same nationality", "Scott Derrickson", "Ed Wood"]
-    assert collect.scripted_queries("Who wrote Hamlet's sequel?") == ["Who wrote Hamlet's sequel", "Hamlet"]
+        "Were Scott Derrickson and Ed Wood of the same nationality?", "Scott Derrickson", "Ed Wood"]
+    assert collect.scripted_queries("Who wrote Hamlet's sequel?") == ["Who wrote Hamlet's sequel?", "Hamlet"]
     assert collect.scripted_queries("Were Scott Derrickson and Ed Wood friends?", max_subqueries=1) == [
-        "Were Scott Derrickson and Ed Wood friends", "Scott Derrickson"]
-    assert collect.scripted_queries("what is the capital of france?") == ["what is the capital of france"]
+        "Were Scott Derrickson and Ed Wood friends?", "Scott Derrickson"]
+    assert collect.scripted_queries("  what is the capital of france? ") == ["what is the capital of france?"]
+    assert collect.scripted_queries("Who founded Zunta Labs") == ["Who founded Zunta Labs", "Zunta Labs"]
 
 
 def test_rule_judge_is_normalised_answer_containment():
@@ -58,8 +63,8 @@ def test_collect_writes_one_record_per_query_and_resumes(tmp_path):
         f.write('{"id": "q3#0", "question_id": "q3", "quest')
     tool.queries.clear()
     stats = collect.collect_scripted(QUESTIONS, tool, out, backend="wiki", progress=False)
-    assert tool.queries == ["Where was the founder of Zimra Works born", "Zimra Works",
-                            "what is the capital of france"]
+    assert tool.queries == ["Where was the founder of Zimra Works born?", "Zimra Works",
+                            "what is the capital of france?"]
     assert stats["questions"] == 2 and stats["empty"] == 1  # q4 matches no paragraph
     ids = [r["id"] for r in read_jsonl(out)]
     assert ids == ["q1#0", "q1#1", "q2#0", "q2#1", "q3#0", "q3#1", "q4#0"]
