@@ -19,7 +19,7 @@ import sys
 
 import pytest
 
-# The run takes 16-25 minutes, above pytest.ini's 1200 s per test, so this module has its own
+# The run takes up to ~25 minutes on a slow host, above pytest.ini's 1200 s per test, so this module has its own
 # limit, just above the demo subprocess's timeout (3000 s, the clearer error).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3300)]
 
