@@ -174,6 +174,14 @@ class Demo:
         self.timings[stage] = self.runner.run(stage, cmd, timeout_s, env=env or stage_env(), progress=progress,
                                               cwd=str(REPO))
 
+    @staticmethod
+    def _env(threads: int | None) -> dict[str, str]:
+        """A stage's environment (``stage_env``), its torch limited to ``threads`` threads (None: all cores)."""
+        env = stage_env()
+        if threads is not None:
+            env["OMP_NUM_THREADS"] = str(threads)
+        return env
+
     def simulator_and_warm_start(self) -> None:
         """Stages 3 and 4: tune the simulator, then warm the policy up while the simulation server
         starts beside it (the launcher returns once the server answers /health); a failure of
@@ -183,12 +191,10 @@ class Demo:
         train_server.stop()
         self.banner(f"4/7 serving the simulator ({self.cfg.servers.sim_engine}) on port {self.sim_port}, "
                     "meanwhile the policy warm start (SFT on format demonstrations)")
-        jobs = [Job("sim_server_launch", self.start_simulator(), float(self.cfg.servers.start_timeout_s)),
-                self.warm_start()]
-        while jobs:
-            done = self.runner.wait_any(jobs)
-            jobs.remove(done)
-            self.timings[done.stage] = done.elapsed
+        def launch() -> Job:
+            return Job("sim_server_launch", self.start_simulator(), float(self.cfg.servers.start_timeout_s))
+
+        self.timings.update(self.runner.run_queue([launch, self.warm_start], at_once=2))
 
     @staticmethod
     def _metrics_progress(path: Path, total: int, keys: Sequence[tuple[str, str]]):
@@ -349,12 +355,10 @@ class Demo:
                "actor_rollout_ref.actor.strategy=none", "actor_rollout_ref.model.enable_gradient_checkpointing=false",
                "trainer.ray_num_cpus=2", "trainer.max_ckpt_to_keep=1", "reward.num_examine=0",
                "retriever.simulation.max_tokens=160", "retriever.simulation.timeout=30"]
-        env = stage_env()
-        if threads is not None:
+        if threads is not None:  # the workers' torch; the environment's OMP_NUM_THREADS holds the driver's
             cmd.append(f"trainer.cpu_threads_per_worker={threads}")
-            env["OMP_NUM_THREADS"] = str(threads)  # the driver's torch (its tokenizer and reward work)
         metrics = self.work / "rl" / stage / "logs" / "metrics.jsonl"
-        return Job(stage, self.runner.start(stage, cmd, env=env, cwd=str(REPO)), float(r.timeout_s),
+        return Job(stage, self.runner.start(stage, cmd, env=self._env(threads), cwd=str(REPO)), float(r.timeout_s),
                    progress=self._metrics_progress(metrics, int(r.steps), [("reward", "critic/score/mean"),
                                                                            ("searches", "search/searches_per_row"),
                                                                            ("p_noisy", "search/p_noisy")]))
@@ -369,10 +373,7 @@ class Demo:
     def evaluate(self, row: str, stage: str, rag: bool = False) -> dict[str, Any]:
         """Score the policy of ``stage`` on the evaluation split with the real retrieval server
         (``rag``: the RAG baseline, one written search for the question, then the policy answers)."""
-        job = self.start_eval(row, stage, rag)
-        if job is not None:
-            self.runner.wait_any([job])
-            self.timings[job.stage] = job.elapsed
+        self.timings.update(self.runner.run_queue([lambda: self.start_eval(row, stage, rag)], at_once=1))
         return self._report(row, self.out / "eval" / row / "records.jsonl")
 
     def start_eval(self, row: str, stage: str, rag: bool = False, threads: int | None = None) -> Job | None:
@@ -394,10 +395,8 @@ class Demo:
                f"retriever.max_obs_length={self.cfg.rl.max_obs_length}"]
         if e.limit is not None:
             cmd += ["--limit", str(e.limit)]
-        env = stage_env()
-        if threads is not None:
-            env["OMP_NUM_THREADS"] = str(threads)
-        return Job(f"eval_{row}", self.runner.start(f"eval_{row}", cmd, env=env, cwd=str(REPO)), float(e.timeout_s))
+        return Job(f"eval_{row}", self.runner.start(f"eval_{row}", cmd, env=self._env(threads), cwd=str(REPO)),
+                   float(e.timeout_s))
 
     @staticmethod
     def _report(row: str, records: Path) -> dict[str, Any]:
