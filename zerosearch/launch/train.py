@@ -6,16 +6,19 @@ Usage::
     python -m zerosearch.launch --algo ppo --help
 
 ``train_grpo.sh`` / ``train_ppo.sh`` / ``train_reinforce.sh`` call this. Keys may come in any order;
-every key has a documented default (``--help``) and a validator; an unknown key, a key without a
-value or a bad value stops with exit code 2 and a message naming the key. Everything after ``--`` is
+each key sets one config key and has a validator; its default is that config key's value in
+``configs/zerosearch_run.yaml`` with ``configs/algo/<algorithm>.yaml`` (``--help`` reads them), or a
+rule (``auto``) the key's help states. An unknown key, a key without a value or a bad value (given,
+or found in the config) stops with exit code 2 and a message naming the key. Everything after ``--`` is
 passed to Hydra unchanged and placed last, so it wins over what the keys set. ``--dry-run`` prints
 the environment and the trainer command instead of running it. ``--plan`` prints the memory plan
 (``zerosearch.launch.plan``) from the model's config.json alone and exits (2 when it does not fit);
 a real run prints the same plan first and stops with exit 2 when it does not fit, unless
 ``PLAN_CHECK off``.
 
-The per-algorithm settings reproduce the original ZeroSearch scripts, including the ones that look
-accidental; each of those is marked below so that it is a visible choice, not an inherited one.
+The per-algorithm settings (``configs/algo/``) reproduce the original ZeroSearch scripts, including
+the ones that look accidental; each of those is marked there so that it is a visible choice, not an
+inherited one.
 """
 
 from __future__ import annotations
@@ -35,12 +38,15 @@ from zerosearch.launch.keys import (
     KEYS_BY_NAME,
     PLAN_PARSERS,
     LaunchArgumentError,
+    LaunchKey,
+    config_text,
     valid_keys_line,
 )
 
 ALGORITHMS = ("grpo", "ppo", "reinforce")
 TRAINER_MODULE = "verl.trainer.main_ppo"
-CONFIG_NAME = "zerosearch_trainer"
+# The runs the launchers start: the original release's settings, home of every default --help shows.
+CONFIG_NAME = "zerosearch_run"
 DEFAULT_CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 # The engine's device profiles (one YAML per trainer.device); --help lists what they set.
 DEVICE_PROFILE_DIR = Path(__file__).resolve().parents[2] / "verl" / "trainer" / "config" / "device"
@@ -103,24 +109,71 @@ def _split_pairs(argv: list[str]) -> dict[str, str]:
     return given
 
 
-def _check(given: dict[str, str], plan_only: bool = False) -> dict[str, Any]:
-    """Validate each given value and fill in the defaults (``auto`` values stay ``auto``).
+def _parse_given(given: dict[str, str], plan_only: bool = False) -> dict[str, Any]:
+    """Validate each given value; then check that every required key was given.
     ``plan_only``: paths are checked as ``--plan`` needs them (PLAN_PARSERS)."""
     settings: dict[str, Any] = {}
     for spec in KEYS:  # given values first, so a bad value is reported before a missing key
         if spec.name in given:
-            parse = PLAN_PARSERS.get(spec.name, spec.parse) if plan_only else spec.parse
-            try:
-                settings[spec.name] = parse(given[spec.name])
-            except ValueError as err:
-                raise LaunchArgumentError(f"bad value for {spec.name}: {err}. {valid_keys_line()}", key=spec.name) from None
+            settings[spec.name] = _parse_value(spec, given[spec.name], plan_only)
     for spec in KEYS:
-        if spec.name in given:
-            continue
-        if spec.default is None:
+        if spec.required and spec.name not in given:
             raise LaunchArgumentError(f"key {spec.name} is required ({spec.help}). {valid_keys_line()}", key=spec.name)
-        settings[spec.name] = spec.parse(spec.default)
     return settings
+
+
+def _parse_value(spec: LaunchKey, text: str, plan_only: bool, where: str = "") -> Any:
+    parse = PLAN_PARSERS.get(spec.name, spec.parse) if plan_only else spec.parse
+    try:
+        return parse(text)
+    except ValueError as err:
+        raise LaunchArgumentError(f"bad value for {spec.name}{where}: {err}. {valid_keys_line()}", key=spec.name) from None
+
+
+def _override_key(override: str) -> str:
+    """The config key of a Hydra override (``+a.b=1``, ``~a.b``, ``a.b=1`` -> ``a.b``)."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _plain(value: Any) -> Any:
+    """A config value as plain Python (a list node becomes a list)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def compose_run_config(algo: str, overrides: list[str], config_dir: str = DEFAULT_CONFIG_DIR) -> Any:
+    """The run's config (``CONFIG_NAME`` with ``algo/<algo>.yaml``) composed with ``overrides``, unresolved."""
+    from verl.trainer.main_ppo import load_config
+
+    return load_config([f"algo={algo}", *overrides], config_dir, CONFIG_NAME)
+
+
+def _defaults_from_config(algo: str, settings: dict[str, Any], passthrough: list[str], config_dir: str,
+                          plan_only: bool) -> None:
+    """Fill in every key not given: the config's value at the key's path, or ``auto``.
+
+    The config is composed with the given keys and the passthrough, so the values checked here
+    are the ones the run gets (a passthrough override of a key's path wins, as it does in the run).
+    """
+    from omegaconf import OmegaConf
+
+    given = [f"{spec.path}={hydra_value(settings[spec.name])}" for spec in KEYS
+             if spec.name in settings and spec.path and not (spec.auto and settings[spec.name] == AUTO)]
+    cfg = compose_run_config(algo, [*given, *passthrough], config_dir)
+    passed = {_override_key(o) for o in passthrough}
+    source = f"{CONFIG_NAME}.yaml with algo/{algo}.yaml"
+    for spec in KEYS:
+        if spec.path is None or not (spec.reads_config or spec.path in passed):
+            settings.setdefault(spec.name, AUTO if spec.auto else None)
+            continue
+        try:
+            value = _plain(OmegaConf.select(cfg, spec.path, throw_on_missing=True))
+        except Exception as err:  # a missing (???) or unresolvable value
+            raise LaunchArgumentError(f"{spec.name}: the config key {spec.path} has no usable value ({err}); "
+                                      f"give {spec.name} or set {spec.path} in {source}", key=spec.name) from None
+        where = f" (config key {spec.path} = {config_text(value)!r}, from {source} or an override after --)"
+        settings[spec.name] = _parse_value(spec, config_text(value), plan_only, where)
 
 
 def _detect_device() -> str:
@@ -226,130 +279,19 @@ def hydra_value(value: Any) -> str:
     return f"'{text}'"
 
 
-def _unless_auto(s: dict[str, Any], key: str, hydra_key: str) -> list[tuple[str, Any]]:
-    """``[(hydra_key, value)]`` for a key given a value, ``[]`` for ``auto`` (the config's default stands)."""
-    return [] if s[key] == AUTO else [(hydra_key, s[key])]
-
-
-def _shared_overrides(s: dict[str, Any]) -> list[tuple[str, Any]]:
-    """Settings common to the three algorithms (as the original release's scripts set them), as (Hydra key, value)."""
-    return [
-        # Data.
-        ("data.train_files", os.path.join(s["DATA_PATH"], "train.parquet")),
-        ("data.val_files", os.path.join(s["DATA_PATH"], "test.parquet")),
-        ("data.train_batch_size", s["TRAIN_BATCH_SIZE"]),
-        ("data.val_batch_size", 64),
-        ("data.max_prompt_length", s["MAX_PROMPT_LENGTH"]),
-        ("data.max_response_length", s["MAX_RESPONSE_LENGTH"]),
-        ("data.shuffle", True),
-        # Policy model.
-        ("actor_rollout_ref.model.path", s["MODEL_PATH"]),
-        ("actor_rollout_ref.model.enable_gradient_checkpointing", True),
-        # dtype, attention, packing, token budgets and offload: the device profile of trainer.device
-        # (verl/trainer/config/device/), overridden only by the keys below that are not auto.
-        # Actor.
-        ("actor_rollout_ref.actor.optim.lr", 1e-6),
-        # The original mini-batch (256) did not divide a step's 320 trajectories,
-        # giving one update on 256 and one on 64 (loss still divided as if full). By default
-        # (PPO_MINI_BATCH_SIZE auto) one mini-batch is the whole step, so each step is exactly one
-        # even optimizer update; a smaller value must divide the step. The critic's interpolates it.
-        ("actor_rollout_ref.actor.ppo_mini_batch_size", s["PPO_MINI_BATCH_SIZE"]),
-        ("actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu", s["MICRO_BATCH_SIZE"]),
-        # Entropy bonus of the original trainer defaults.
-        ("actor_rollout_ref.actor.entropy_coeff", 0.001),
-        *_unless_auto(s, "DYNAMIC_BSZ", "actor_rollout_ref.actor.use_dynamic_bsz"),
-        *_unless_auto(s, "MAX_TOKENS_PER_GPU", "actor_rollout_ref.actor.ppo_max_token_len_per_gpu"),
-        *_unless_auto(s, "LOG_PROB_MAX_TOKENS_PER_GPU", "actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu"),
-        # Rollout: n_agent=5 copies of each prompt, temperature 1, top_p 0.95 (original defaults).
-        ("actor_rollout_ref.rollout.name", s["ROLLOUT_ENGINE"]),
-        ("actor_rollout_ref.rollout.n", s["N_AGENT"]),
-        ("actor_rollout_ref.rollout.temperature", 1.0),
-        ("actor_rollout_ref.rollout.top_p", 0.95),
-        ("actor_rollout_ref.rollout.top_k", -1),
-        ("actor_rollout_ref.rollout.max_new_tokens", s["MAX_NEW_TOKENS"]),
-        ("actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu", s["LOG_PROB_MICRO_BATCH_SIZE"]),
-        ("actor_rollout_ref.rollout.tensor_model_parallel_size", 1),
-        ("actor_rollout_ref.rollout.gpu_memory_utilization", 0.6),
-        ("actor_rollout_ref.rollout.enforce_eager", True),
-        # Reference policy: always built (both KL styles need it).
-        ("actor_rollout_ref.ref.enable", True),
-        ("actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu", s["LOG_PROB_MICRO_BATCH_SIZE"]),
-        # Reward.
-        ("reward.fn_kwargs.metric", s["REWARD_METRIC"]),
-        # Search.
-        ("retriever.search_mode", s["SEARCH_MODE"]),
-        ("retriever.search_engine", s["SEARCH_ENGINE"]),
-        ("retriever.topk", s["TOPK"]),
-        ("retriever.max_turns", s["MAX_TURNS"]),
-        ("retriever.max_obs_length", s["MAX_OBS_LENGTH"]),
-        ("retriever.start_threshold", s["START_THRESHOLD"]),
-        ("retriever.end_threshold", s["END_THRESHOLD"]),
-        ("retriever.simulation.host", s["IP"]),
-        ("retriever.simulation.port", s["PORT"]),
-        ("retriever.simulation.model", s["SIM_MODEL_NAME"]),
-        ("retriever.simulation.protocol", s["SIM_PROTOCOL"]),
-        ("retriever.wiki.host", s["RETRIEVER_IP"]),
-        ("retriever.wiki.port", s["RETRIEVER_PORT"]),
-        # Trainer.
-        ("trainer.device", s["DEVICE"]),
-        ("trainer.nnodes", s["NNODES"]),
-        ("trainer.n_gpus_per_node", s["NUM_GPUS_PER_NODE"]),
-        ("trainer.ray_address", s["RAY_ADDRESS"]),
-        ("trainer.total_training_steps", s["TOTAL_STEPS"]),
-        ("trainer.experiment_name", s["EXPERIMENT_NAME"]),
-        ("trainer.default_local_dir", os.path.join(s["SAVE_DIR"], s["EXPERIMENT_NAME"])),
-        ("trainer.logger", s["LOGGER"]),
-        ("trainer.save_freq", s["SAVE_FREQ"]),
-        # The released scripts set test_freq=300 with 203 steps, so they never validated
-        # (and the paper-era ones paid for Google calls every 50 steps). The default here says
-        # "never" openly; evaluation is its own command.
-        ("trainer.test_freq", s["TEST_FREQ"]),
-        ("trainer.val_before_train", False),
-        ("trainer.seed", s["SEED"]),
-        # Hydra's own record of each launch (config, overrides, log) goes into the run folder,
-        # not into ./outputs of whatever directory the run was started from.
-        ("hydra.run.dir", os.path.join(s["SAVE_DIR"], s["EXPERIMENT_NAME"], "hydra", "${now:%Y-%m-%d_%H-%M-%S}")),
-    ]
-
-
-def algorithm_overrides(algo: str, s: dict[str, Any]) -> list[tuple[str, Any]]:
-    """Per-algorithm settings of the original release's scripts, as (Hydra key, value)."""
-    if algo in ("grpo", "reinforce"):
-        return [
-            ("algorithm.adv_estimator", algo),
-            # Copied from the original, where it looks accidental: 0.95 ramps the learning rate
-            # linearly for 192 of the 203 steps, so the run barely trains at the full rate.
-            ("actor_rollout_ref.actor.optim.lr_warmup_steps_ratio", 0.95),
-            # KL(actor || ref) as a loss term, low_var_kl, coefficient 0.001. The original subtracted
-            # it (a KL bonus); the engine adds it, the standard choice.
-            ("actor_rollout_ref.actor.use_kl_loss", True),
-            ("actor_rollout_ref.actor.kl_loss_coef", 0.001),
-            ("actor_rollout_ref.actor.kl_loss_type", "low_var_kl"),
-            ("algorithm.use_kl_in_reward", False),
-        ]
-    if algo == "ppo":
-        return [
-            ("algorithm.adv_estimator", "gae"),
-            # Copied from the original: warmup over 28.5 % of the steps (58 of 203).
-            ("actor_rollout_ref.actor.optim.lr_warmup_steps_ratio", 0.285),
-            # KL in the reward, fixed coefficient 0.001, plain log-ratio estimator; no KL loss term.
-            ("actor_rollout_ref.actor.use_kl_loss", False),
-            ("algorithm.use_kl_in_reward", True),
-            ("algorithm.kl_penalty", "kl"),
-            ("algorithm.kl_ctrl.type", "fixed"),
-            ("algorithm.kl_ctrl.kl_coef", 0.001),
-            # Critic: the policy's body with a value head, lr 1e-5 with 1.5 % warmup.
-            ("critic.model.path", s["MODEL_PATH"]),
-            ("critic.model.enable_gradient_checkpointing", True),
-            ("critic.optim.lr", 1e-5),
-            ("critic.optim.lr_warmup_steps_ratio", 0.015),
-            # The original used 8 global (2 per GPU) here; the micro-batch changes memory use, not
-            # the update, so the critic shares the actor's.
-            ("critic.ppo_micro_batch_size_per_gpu", s["MICRO_BATCH_SIZE"]),
-            ("critic.cliprange_value", 0.5),
-            ("trainer.critic_warmup", 0),
-        ]
-    raise LaunchArgumentError(f"unknown algorithm {algo!r}; expected one of {', '.join(ALGORITHMS)}", key="--algo")
+def key_overrides(s: dict[str, Any], given: set[str]) -> list[tuple[str, Any]]:
+    """The run's overrides, as (Hydra key, value): the data files, each key given on the command
+    line on its config key, each ``auto`` key the launcher resolved (the device profile's token
+    budgets stay with the config), and SAVE_DIR as an absolute path (where the launcher says the
+    run goes, whichever folder the trainer starts in). A key not given keeps the config's value."""
+    pairs: list[tuple[str, Any]] = [("data.train_files", os.path.join(s["DATA_PATH"], "train.parquet")),
+                                    ("data.val_files", os.path.join(s["DATA_PATH"], "test.parquet"))]
+    for spec in KEYS:
+        if spec.path is None or spec.name == "DATA_PATH" or (spec.auto and s[spec.name] == AUTO):
+            continue
+        if spec.name in given or spec.auto or spec.name == "SAVE_DIR":
+            pairs.append((spec.path, s[spec.name]))
+    return pairs
 
 
 def vllm_cpu_environment() -> dict[str, str]:
@@ -387,9 +329,11 @@ def parse_launch_args(algo: str, argv: list[str], config_dir: str = DEFAULT_CONF
         pairs, passthrough = argv[:cut], argv[cut + 1:]
     else:
         pairs, passthrough = argv, []
-    settings = _check(_split_pairs(pairs), plan_only)
+    settings = _parse_given(_split_pairs(pairs), plan_only)
+    given = set(settings)
+    _defaults_from_config(algo, settings, list(passthrough), config_dir, plan_only)
     _resolve(algo, settings)
-    keyed = _shared_overrides(settings) + algorithm_overrides(algo, settings)
+    keyed = [("algo", algo), *key_overrides(settings, given)]
     overrides = [f"{k}={hydra_value(v)}" for k, v in keyed] + list(passthrough)
     return LaunchPlan(algo=algo, settings=settings, overrides=overrides,
                       experiment_name=settings["EXPERIMENT_NAME"], env=_environment(settings),
@@ -400,8 +344,17 @@ def parse_launch_args(algo: str, argv: list[str], config_dir: str = DEFAULT_CONF
 # Command line
 
 
-def help_text(algo: str | None = None) -> str:
-    """Usage plus every key with its default and meaning."""
+def key_defaults(algo: str = "grpo", config_dir: str = DEFAULT_CONFIG_DIR) -> dict[str, str]:
+    """Each key's default as ``--help`` shows it: ``(required)``, ``auto``, or the config's value."""
+    from omegaconf import OmegaConf
+
+    cfg = compose_run_config(algo, [], config_dir)
+    return {spec.name: "(required)" if spec.required else AUTO if spec.auto
+            else config_text(_plain(OmegaConf.select(cfg, spec.path))) for spec in KEYS}
+
+
+def help_text(algo: str | None = None, config_dir: str = DEFAULT_CONFIG_DIR) -> str:
+    """Usage plus every key with its default (read from the config) and meaning."""
     name = algo or "{" + ",".join(ALGORITHMS) + "}"
     lines = [
         f"usage: python -m zerosearch.launch --algo {name} [--dry-run] [--plan] [--config-dir DIR] "
@@ -409,20 +362,26 @@ def help_text(algo: str | None = None) -> str:
         "",
         "Keys come in any order. Required keys have no default. Anything after -- is passed to Hydra",
         "as is and wins over the keys (e.g. -- actor_rollout_ref.actor.optim.lr=2e-6).",
+        f"A key sets the config key after its arrow; its default is that key's value in {CONFIG_NAME}.yaml",
+        f"(and what it builds on: zerosearch_trainer.yaml, algo/{algo or 'ALGO'}.yaml, the engine's files), or auto,",
+        "a rule its text states.",
         "--dry-run prints the environment and the trainer command without running it.",
         "--plan prints the memory plan per GPU and phase from the model's config.json alone (no GPU, no weights,",
         "no data needed; GPU_MEMORY_GIB and DEVICE cuda plan a GPU run anywhere) and exits: 0 fits, 2 does not.",
         "A run prints the same plan first and stops with exit 2 before loading anything when it does not fit",
         "(PLAN_CHECK off runs anyway).",
     ]
+    defaults = key_defaults(algo or "grpo", config_dir)
     group = None
     width = max(len(k.name) for k in KEYS)
-    for spec in sorted(KEYS, key=lambda k: (["run", "search", "batching and scale", "logging, checkpoints, cluster"].index(k.group))):
+    groups = ["run", "search", "batching and scale", "logging, checkpoints, cluster"]
+    for spec in sorted(KEYS, key=lambda k: groups.index(k.group)):
         if spec.group != group:
             group = spec.group
             lines += ["", f"{group}:"]
-        default = "(required)" if spec.default is None else f"default {spec.default}"
-        lines.append(f"  {spec.name:<{width}}  {default:<24}  {spec.help}")
+        default = defaults[spec.name] if spec.required else f"default {defaults[spec.name]}"
+        target = f" -> {spec.path}" if spec.path else ""
+        lines.append(f"  {spec.name:<{width}}  {default:<24}  {spec.help}{target}")
     return "\n".join(lines + ["", *device_profile_lines()]) + "\n"
 
 
@@ -480,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         opts, rest = _parse_options(argv)
         if opts["help"]:
-            sys.stdout.write(help_text(opts["algo"]))
+            sys.stdout.write(help_text(opts["algo"], opts["config_dir"]))
             return 0
         if opts["algo"] is None:
             raise LaunchArgumentError(f"--algo is required; expected one of {', '.join(ALGORITHMS)}", key="--algo")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -390,14 +391,94 @@ def test_algo_is_required_and_checked(model_dir, data_dir, capsys):
     assert code == 2 and "grpo, ppo, reinforce" in err
 
 
+# The defaults --help shows, written out by hand from configs/zerosearch_run.yaml, configs/retriever/
+# default.yaml and verl/trainer/config/ (a default changed there must be changed here too).
+HELP_DEFAULTS = {
+    "NUM_GPUS_PER_NODE": "default 1", "MODEL_PATH": "(required)", "DATA_PATH": "(required)",
+    "TOTAL_STEPS": "default 203", "IP": "default 127.0.0.1", "SEARCH_MODE": "default simulate_sft",
+    "SIMULATION_LLM": "default auto", "START_THRESHOLD": "default 0.0", "END_THRESHOLD": "default 0.5",
+    "SEARCH_ENGINE": "default wiki", "MAX_TURNS": "default 2", "TOPK": "default 5", "DEVICE": "default auto",
+    "ROLLOUT_ENGINE": "default auto", "PORT": "default 6001", "SIM_MODEL_NAME": "default simulation",
+    "SIM_PROTOCOL": "default openai", "RETRIEVER_IP": "default 127.0.0.1", "RETRIEVER_PORT": "default 6002",
+    "MAX_OBS_LENGTH": "default 2048", "REWARD_METRIC": "default f1", "TRAIN_BATCH_SIZE": "default 64",
+    "N_AGENT": "default 5", "PPO_MINI_BATCH_SIZE": "default auto", "MICRO_BATCH_SIZE": "default auto",
+    "LOG_PROB_MICRO_BATCH_SIZE": "default 32", "DYNAMIC_BSZ": "default auto", "MAX_TOKENS_PER_GPU": "default auto",
+    "LOG_PROB_MAX_TOKENS_PER_GPU": "default auto", "MAX_PROMPT_LENGTH": "default 2048",
+    "MAX_RESPONSE_LENGTH": "default 4096", "MAX_NEW_TOKENS": "default 500", "NNODES": "default 1",
+    "RAY_ADDRESS": "default none", "SAVE_DIR": "default verl_checkpoints", "EXPERIMENT_NAME": "default auto",
+    "LOGGER": "default console,jsonl", "SAVE_FREQ": "default 50", "TEST_FREQ": "default -1",
+    "GPU_MEMORY_GIB": "default auto", "PLAN_CHECK": "default on", "SEED": "default 42",
+}
+
+
 def test_help_lists_every_key_with_its_default(capsys):
+    assert set(HELP_DEFAULTS) == {k.name for k in KEYS}
     assert launch.main(["--algo", "ppo", "--help"]) == 0
     out = capsys.readouterr().out
     for spec in KEYS:
         line = next((l for l in out.splitlines() if l.strip().startswith(spec.name + " ")), None)
         assert line is not None, spec.name
-        assert ("(required)" if spec.default is None else f"default {spec.default}") in line
+        assert HELP_DEFAULTS[spec.name] + " " in line, line
+        if spec.path:
+            assert line.endswith(f"-> {spec.path}"), line
     assert "--algo ppo" in out
+
+
+def _config_copy(tmp_path, edit):
+    """A copy of configs/ with ``edit(text of zerosearch_run.yaml)`` applied."""
+    import shutil
+
+    configs = tmp_path / "configs"
+    shutil.copytree(REPO / "configs", configs)
+    run = configs / "zerosearch_run.yaml"
+    run.write_text(edit(run.read_text()))
+    return str(configs)
+
+
+def test_defaults_live_in_the_config_and_nowhere_else(model_dir, data_dir, tmp_path, capsys):
+    # The launcher holds no values of its own: a default changed in the YAML is what --help shows
+    # and what the run gets.
+    configs = _config_copy(tmp_path, lambda t: t.replace("max_prompt_length: 2048", "max_prompt_length: 1234")
+                           .replace("save_freq: 50", "save_freq: 7"))
+    assert launch.main(["--algo", "grpo", "--help", "--config-dir", configs]) == 0
+    out = capsys.readouterr().out
+    assert "default 1234" in next(l for l in out.splitlines() if l.strip().startswith("MAX_PROMPT_LENGTH "))
+    assert "default 7 " in next(l for l in out.splitlines() if l.strip().startswith("SAVE_FREQ "))
+    plan = launch.parse_launch_args("grpo", base_args(model_dir, data_dir), config_dir=configs)
+    assert plan.settings["MAX_PROMPT_LENGTH"] == 1234 and plan.settings["SAVE_FREQ"] == 7
+    cfg = composed(plan)
+    assert cfg.data.max_prompt_length == 1234 and cfg.trainer.save_freq == 7
+    # and a key given on the command line wins over the YAML
+    plan = launch.parse_launch_args("grpo", base_args(model_dir, data_dir) + ["MAX_PROMPT_LENGTH", "99"],
+                                    config_dir=configs)
+    assert composed(plan).data.max_prompt_length == 99
+    # every key with a config home names one that exists in the composed config
+    cfg = launch.compose_run_config("ppo", [])
+    from omegaconf import OmegaConf
+
+    for spec in KEYS:
+        if spec.path:
+            parent, _, leaf = spec.path.rpartition(".")
+            assert leaf in OmegaConf.select(cfg, parent).keys(), spec.path
+
+
+def test_a_bad_default_in_the_config_names_the_config_key(model_dir, data_dir, tmp_path, capsys):
+    configs = _config_copy(tmp_path, lambda t: t.replace("train_batch_size: 64", "train_batch_size: -4"))
+    code, err = run_main(["--algo", "grpo", "--config-dir", configs] + base_args(model_dir, data_dir), capsys)
+    assert code == 2
+    assert "TRAIN_BATCH_SIZE" in err and "data.train_batch_size = '-4'" in err and "an integer > 0" in err
+
+
+def test_a_passthrough_override_of_a_keys_config_key_is_checked_like_the_key(model_dir, data_dir, capsys):
+    # 3 prompts x 5 trajectories = 15 do not split over 2 devices, whether TRAIN_BATCH_SIZE 3 or
+    # data.train_batch_size=3 after -- says it.
+    code, err = run_main(["--algo", "grpo"] + base_args(model_dir, data_dir) + [
+        "NUM_GPUS_PER_NODE", "2", "--", "data.train_batch_size=3"], capsys)
+    assert code == 2 and "TRAIN_BATCH_SIZE" in err and "15 trajectories" in err
+    # an auto key's config key set after -- replaces the rule's value in the checks
+    plan = launch.parse_launch_args("grpo", base_args(model_dir, data_dir) + [
+        "--", "actor_rollout_ref.actor.ppo_mini_batch_size=160"])
+    assert plan.settings["PPO_MINI_BATCH_SIZE"] == 160 and plan.settings["MICRO_BATCH_SIZE"] == 16
 
 
 def test_help_says_which_reward_metric_is_which_paper_column(capsys):
@@ -420,8 +501,8 @@ def test_dry_run_prints_the_trainer_command(model_dir, data_dir, capsys):
     assert launch.main(["--algo", "grpo", "--dry-run"] + base_args(model_dir, data_dir)) == 0
     out = capsys.readouterr().out
     assert "PYTHONUNBUFFERED=1" in out
-    assert "-m verl.trainer.main_ppo --config-path" in out and "--config-name zerosearch_trainer" in out
-    assert "algorithm.adv_estimator=grpo" in out
+    assert "-m verl.trainer.main_ppo --config-path" in out and "--config-name zerosearch_run" in out
+    assert " algo=grpo " in out
 
 
 @pytest.mark.parametrize("algo, estimator", [("grpo", "grpo"), ("ppo", "gae"), ("reinforce", "reinforce")])
@@ -430,7 +511,12 @@ def test_shell_scripts(model_dir, data_dir, algo, estimator):
     proc = subprocess.run(["bash", str(script), "--dry-run"] + base_args(model_dir, data_dir),
                           capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
-    assert f"algorithm.adv_estimator={estimator}" in proc.stdout
+    assert f" algo={algo} " in proc.stdout
+    # the trainer's command composes to the algorithm's estimator
+    argv = shlex.split(proc.stdout.strip().splitlines()[-1])
+    config_dir, overrides = argv[argv.index("--config-path") + 1], argv[argv.index("--config-name") + 2:]
+    with initialize_config_dir(config_dir=config_dir, version_base=None):
+        assert compose(config_name="zerosearch_run", overrides=overrides).algorithm.adv_estimator == estimator
     bad = subprocess.run(["bash", str(script), "TOPK", "x"], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert bad.returncode == 2 and "TOPK" in bad.stderr
     helped = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True, timeout=120, cwd=REPO)
@@ -443,5 +529,6 @@ def test_simulation_endpoints_and_hydra_run_dir(model_dir, data_dir, tmp_path):
         "IP", "http://10.0.0.1:6001, sim2:7000", "SAVE_DIR", str(tmp_path / "runs")])
     cfg = composed(plan)
     assert cfg.retriever.simulation.host == "http://10.0.0.1:6001,sim2:7000"
-    run_dir = next(o for o in plan.overrides if o.startswith("hydra.run.dir="))
-    assert str(tmp_path / "runs" / plan.experiment_name / "hydra") in run_dir
+    with initialize_config_dir(config_dir=plan.config_dir, version_base=None):
+        hydra_cfg = compose(config_name=plan.config_name, overrides=plan.overrides, return_hydra_config=True)
+    assert hydra_cfg.hydra.run.dir.startswith(str(tmp_path / "runs" / plan.experiment_name / "hydra") + "/")
