@@ -43,12 +43,15 @@ Modelled (per device):
 - weight sync: streamed, one bucket (``sync_bucket_mb``) plus the largest tensor gathered in fp32
   and cast to the rollout dtype.
 - a fixed ``RUNTIME_GIB`` on cuda (CUDA context, NCCL buffers, allocator slack).
+- memory that other processes already hold on the device (``held_gib``: a simulation server on
+  the trainer's GPUs, say), in every phase. vLLM's share is a fraction of the whole device, so a
+  device that others half fill cannot hold it; the plan then names ``CUDA_VISIBLE_DEVICES``.
 
 Not modelled: allocator fragmentation beyond ``RUNTIME_GIB``; attention score matrices (flash
 attention and sdpa kernels keep O(tokens); eager attention is O(tokens^2)); vLLM's CUDA graphs
 (``enforce_eager`` false); host memory while loading weights; the data, tokenizer and Python
-overhead of the trainer; tensor-parallel rollout; the simulation LLM (a separate server, on
-other GPUs or sharing these through its own ``gpu_memory_utilization``).
+overhead of the trainer; tensor-parallel rollout; a simulation LLM that is not running yet (one
+that runs is in ``held_gib``).
 """
 
 from __future__ import annotations
@@ -199,6 +202,7 @@ class PlanSettings:
             engine stays awake), 1 or 2; kv_cache_gib: vLLM-CPU's KV cache space (None = the utilisation share);
             rollout_sequences, max_sequence_len: the hf engine's KV cache (rows x tokens).
         sync_bucket_mb: weight-sync bucket.
+        held_gib: memory of the device that other processes hold already (counted in every phase).
         sources: the key to name in a suggestion instead of a lever's default key.
     """
 
@@ -229,6 +233,7 @@ class PlanSettings:
     rollout_sequences: int = 1
     max_sequence_len: int = 8192
     sync_bucket_mb: int = DEFAULT_SYNC_BUCKET_MB
+    held_gib: float = 0.0
     sources: dict = field(default_factory=dict, compare=False)
 
 
@@ -273,6 +278,8 @@ def _resident(m: ModelShape, s: PlanSettings) -> tuple[dict, dict]:
         _place(terms, host, "critic optimizer states", pc * 8 / w, s.critic_offload)
     if s.device == "cuda":
         terms["runtime"] = RUNTIME_GIB * GIB
+    if s.held_gib:
+        terms["other processes"] = s.held_gib * GIB
     return terms, host
 
 
@@ -425,10 +432,13 @@ LAUNCHER_NAMES = {"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu":
 
 def suggest_key(m: ModelShape, s: PlanSettings) -> str:
     """The key whose change lowers the peak most; a change that makes the run fit wins over one
-    that does not. When vLLM's share cannot hold its weights and one sequence: its
+    that does not. ``CUDA_VISIBLE_DEVICES`` when the run would fit on devices that no other
+    process holds (give them and the trainer different GPUs). When vLLM's share cannot hold its weights and one sequence: its
     gpu_memory_utilization if 90 % of the device could, else MODEL_PATH (the policy is too large
     for one device's rollout engine)."""
     weights = m.num_params * s.rollout_bytes
+    if s.held_gib and fits(m, replace(s, held_gib=0.0)):
+        return "CUDA_VISIBLE_DEVICES"
     if s.rollout_engine == "vllm" and kv_sequences(m, s) < 1:
         one_sequence = s.max_sequence_len * m.kv_bytes_per_token(s.rollout_bytes)
         if weights + one_sequence < 0.9 * s.capacity_gib * GIB:
@@ -528,8 +538,9 @@ def sleep_level_of(value: Any) -> int:
     raise PlanError(f"actor_rollout_ref.rollout.free_cache_engine: expected true, false, 0, 1 or 2, got {value!r}")
 
 
-def settings_from_config(cfg: Any, capacity_gib: float) -> PlanSettings:
-    """``PlanSettings`` from a composed trainer config (verl/trainer/config/ppo_trainer.yaml layout)."""
+def settings_from_config(cfg: Any, capacity_gib: float, held_gib: float = 0.0) -> PlanSettings:
+    """``PlanSettings`` from a composed trainer config (verl/trainer/config/ppo_trainer.yaml layout);
+    ``capacity_gib`` of one device, of which other processes hold ``held_gib``."""
     arr = "actor_rollout_ref"
     device = str(_select(cfg, "trainer.device", "cuda"))
     per_node = int(_select(cfg, "trainer.n_gpus_per_node", 1))
@@ -606,5 +617,6 @@ def settings_from_config(cfg: Any, capacity_gib: float) -> PlanSettings:
         rollout_sequences=int(gen_rows) if gen_rows else rows_per_rank,
         max_sequence_len=int(_select(cfg, f"{arr}.rollout.max_model_len", None) or seq),
         sync_bucket_mb=int(bucket),
+        held_gib=float(held_gib),
         sources=sources,
     )

@@ -20,25 +20,30 @@ from zerosearch.launch.keys import AUTO
 
 # What GPU_MEMORY_GIB auto means when DEVICE is cuda but no GPU is visible (planning on a laptop).
 DEFAULT_GPU_GIB = 80.0
+# Memory in use on an otherwise idle GPU (driver, display) that the plan does not count as held.
+HELD_MIN_GIB = 1.0
 
 
-def device_memory_gib(settings: dict[str, Any], gpus: Optional[list] = None) -> float:
-    """GPU_MEMORY_GIB, or what the device offers: on cuda the least free memory among the trainer's
-    GPUs when ``gpus`` (``zerosearch.launch.gpu_occupants.query``) says, else the first visible GPU's
-    memory (80 GiB when no GPU is visible); the machine's RAM shared by its NUM_GPUS_PER_NODE
-    workers on cpu."""
+def device_memory_gib(settings: dict[str, Any], gpus: Optional[list] = None) -> tuple[float, float]:
+    """(memory of one device, the part of it other processes hold), GiB.
+
+    GPU_MEMORY_GIB when set (nothing counted as held); on cuda, when ``gpus``
+    (``zerosearch.launch.gpu_occupants.query``) says, the smallest of the trainer's GPUs and the most
+    memory used on any of them (vLLM sizes its share from the whole device, so what others hold is
+    a term of every phase, not a smaller device); else the first visible GPU's memory (80 GiB when
+    no GPU is visible); on cpu the machine's RAM shared by its NUM_GPUS_PER_NODE workers."""
     if settings["GPU_MEMORY_GIB"] != AUTO:
-        return float(settings["GPU_MEMORY_GIB"])
+        return float(settings["GPU_MEMORY_GIB"]), 0.0
     if settings["DEVICE"] == "cuda":
         if gpus:
-            return min(g.free_bytes for g in gpus) / GIB
+            return min(g.total_bytes for g in gpus) / GIB, max(g.used_bytes for g in gpus) / GIB
         import torch
 
         if torch.cuda.is_available():
-            return torch.cuda.get_device_properties(0).total_memory / GIB
-        return DEFAULT_GPU_GIB
+            return torch.cuda.get_device_properties(0).total_memory / GIB, 0.0
+        return DEFAULT_GPU_GIB, 0.0
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return ram / GIB / settings["NUM_GPUS_PER_NODE"]
+    return ram / GIB / settings["NUM_GPUS_PER_NODE"], 0.0
 
 
 def plan_text(plan) -> tuple[str, bool]:
@@ -50,12 +55,13 @@ def plan_text(plan) -> tuple[str, bool]:
     shape = read_model_shape(model_path)
     gpus = (gpu_occupants.query(os.environ.get("CUDA_VISIBLE_DEVICES"), int(plan.settings["NUM_GPUS_PER_NODE"]))
             if plan.settings["DEVICE"] == "cuda" else None)
-    settings = settings_from_config(cfg, device_memory_gib(plan.settings, gpus))
+    capacity, held = device_memory_gib(plan.settings, gpus)
+    settings = settings_from_config(cfg, capacity, held if held >= HELD_MIN_GIB else 0.0)
     name = os.path.basename(model_path.rstrip("/")).removesuffix(".json").removesuffix("config").rstrip("/") or model_path
     text, fits = render_plan(shape, settings, name)
     held = gpu_occupants.describe(gpus or [])
     if held:
-        counted = ("the plan counts with the least free memory" if plan.settings["GPU_MEMORY_GIB"] == AUTO
+        counted = ("the plan counts what they hold in every phase" if plan.settings["GPU_MEMORY_GIB"] == AUTO
                    else "GPU_MEMORY_GIB is set, so the plan does not count with them")
         text = "".join(f"plan: {line}\n" for line in held) + (
             f"plan: other processes hold the trainer's GPUs ({counted}); if one is the simulation server, "

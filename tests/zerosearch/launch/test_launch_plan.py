@@ -123,7 +123,7 @@ def test_gpu_memory_default(monkeypatch):
     from zerosearch.launch.plan import device_memory_gib
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert device_memory_gib({"GPU_MEMORY_GIB": "auto", "DEVICE": "cuda", "NUM_GPUS_PER_NODE": 4}) == 80.0
-    assert device_memory_gib({"GPU_MEMORY_GIB": 40.0, "DEVICE": "cuda", "NUM_GPUS_PER_NODE": 4}) == 40.0
+    assert device_memory_gib({"GPU_MEMORY_GIB": "auto", "DEVICE": "cuda", "NUM_GPUS_PER_NODE": 4}) == (80.0, 0.0)
+    assert device_memory_gib({"GPU_MEMORY_GIB": 40.0, "DEVICE": "cuda", "NUM_GPUS_PER_NODE": 4}) == (40.0, 0.0)
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    assert device_memory_gib({"GPU_MEMORY_GIB": "auto", "DEVICE": "cpu", "NUM_GPUS_PER_NODE": 2}) == pytest.approx(ram / 2)
+    assert device_memory_gib({"GPU_MEMORY_GIB": "auto", "DEVICE": "cpu", "NUM_GPUS_PER_NODE": 2}) == pytest.approx((ram / 2, 0.0))
