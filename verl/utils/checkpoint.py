@@ -7,6 +7,7 @@ Layout under ``root``::
         COMPLETE                written last; a folder without it is never loaded
     latest_checkpointed_iteration.txt   N of the newest complete checkpoint
     exports/global_step_<N>/    weights only (a Hugging Face folder), one per save, never rotated
+        train_config.yaml       the run's config, when the trainer passes it (read by evaluation)
 
 A checkpoint is first written into ``.tmp_global_step_<N>`` and renamed into place only when
 complete, so a process killed during a save leaves the previous checkpoint as the latest. Only the
@@ -27,6 +28,9 @@ LATEST_FILE = "latest_checkpointed_iteration.txt"
 COMPLETE_MARKER = "COMPLETE"
 STATE_FILE = "trainer_state.json"
 EXPORTS_DIR = "exports"
+# The run's config written into each export (``save_export(config_yaml=...)``): evaluation of that
+# step takes its task settings from it (zerosearch/evaluation/train_config.py).
+TRAIN_CONFIG_FILE = "train_config.yaml"
 _STEP_DIR = re.compile(r"^global_step_(\d+)$")
 
 
@@ -89,9 +93,10 @@ class CheckpointManager:
     def export_dir(self, step: int) -> str:
         return os.path.join(self.root, EXPORTS_DIR, f"global_step_{step}")
 
-    def save_export(self, step: int, write_fn: Callable[[str], None]) -> str:
-        """Write the weights-only export of ``step``: ``write_fn(tmp_dir)`` writes it; the folder is
-        renamed into place when whole. Exports are never pruned."""
+    def save_export(self, step: int, write_fn: Callable[[str], None], config_yaml: str | None = None) -> str:
+        """Write the weights-only export of ``step``: ``write_fn(tmp_dir)`` writes it (and
+        ``config_yaml``, the run's config as YAML text, goes into ``TRAIN_CONFIG_FILE``); the folder
+        is renamed into place when whole. Exports are never pruned."""
         parent = os.path.join(self.root, EXPORTS_DIR)
         os.makedirs(parent, exist_ok=True)
         final = self.export_dir(step)
@@ -101,6 +106,8 @@ class CheckpointManager:
         write_fn(tmp)
         if not os.path.isdir(tmp):
             raise RuntimeError(f"save_export: the export of step {step} wrote nothing to {tmp}")
+        if config_yaml is not None:
+            _write_atomic(os.path.join(tmp, TRAIN_CONFIG_FILE), config_yaml)
         _fsync_dir(tmp)
         if os.path.exists(final):
             shutil.rmtree(final)

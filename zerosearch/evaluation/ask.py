@@ -3,12 +3,13 @@
     python -m zerosearch.evaluation.ask --model CKPT [--search-engine wiki|google|simulate_sft|simulate_prompt]
         [--retriever-host H --retriever-port P] [--sim-host H --sim-port P --sim-model M --answer A]
         [--topk K] [--max-turns N] [--engine hf|vllm] [--device cpu|cuda] [--temperature T] [--seed S]
-        [--json FILE] [--override KEY=VALUE]... ["question" ...]
+        [--json FILE] [--train-config FILE_OR_FOLDER | --stock-config] [--override KEY=VALUE]... ["question" ...]
 
 With no question on the command line, questions are read from standard input, one per line.
 
 The trajectory is the one evaluation would produce: the config comes from
-``zerosearch.evaluation.evaluate.build_config`` (same flags, same defaults), the engine from
+``zerosearch.evaluation.evaluate.build_config`` (same flags, same defaults; a checkpoint of a
+training run gets that run's task settings, ``zerosearch/evaluation/train_config.py``), the engine from
 ``zerosearch.evaluation.evaluate.build_engine``, each question becomes a row with ``zerosearch.data.qa_rows.make_row``
 read through ``RLHFDataset`` as evaluation reads its jsonl rows, and ``SearchAgentLoop`` runs it in
 validation mode (backend ``retriever.search_engine``, greedy unless ``--temperature`` > 0).
@@ -52,6 +53,7 @@ from zerosearch.evaluation.evaluate import (
     SeededGenerate,
     _seed_everything,
     add_backend_arguments,
+    add_train_config_arguments,
     build_config,
     build_engine,
 )
@@ -188,7 +190,7 @@ class Asker:
         search_tool: a ready search tool instead of one built from ``retriever.*``.
         **options: the other ``zerosearch.evaluation.evaluate.build_config`` arguments (max_turns, topk,
             retriever_host, retriever_port, sim_host, sim_port, sim_model, seed, temperature,
-            google_cache_dir, overrides, config_dir).
+            google_cache_dir, overrides, config_dir, train_config, stock_config).
     """
 
     def __init__(self, model_path: str | os.PathLike, search_engine: str = "wiki", *, engine: str = "hf",
@@ -297,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--engine", default="hf", help=f"generation engine: {' | '.join(ENGINES)} (default hf)")
     parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     add_backend_arguments(parser)
+    add_train_config_arguments(parser)
     parser.add_argument("--answer", default=None,
                         help="the answer a simulation backend is told (required for simulate_sft / simulate_prompt)")
     parser.add_argument("--seed", type=int, default=None, help="seed (trainer.seed)")
@@ -326,7 +329,8 @@ def main(argv: Sequence[str] | None = None, stdin: IO[str] | None = None, stdout
                       max_turns=args.max_turns, topk=args.topk, retriever_host=args.retriever_host,
                       retriever_port=args.retriever_port, sim_host=args.sim_host, sim_port=args.sim_port,
                       sim_model=args.sim_model, seed=args.seed, temperature=args.temperature,
-                      google_cache_dir=args.google_cache_dir, overrides=args.override, config_dir=args.config_dir)
+                      google_cache_dir=args.google_cache_dir, overrides=args.override, config_dir=args.config_dir,
+                      train_config=args.train_config, stock_config=args.stock_config)
     except EvaluationInputError as e:
         parser.error(str(e))
     try:

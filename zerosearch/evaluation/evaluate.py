@@ -4,7 +4,7 @@
         --search-engine wiki [--engine hf|vllm] [--device cpu|cuda] [--batch-size 32] [--max-turns N]
         [--topk K] [--retriever-host H --retriever-port P] [--sim-host H --sim-port P --sim-model M]
         [--limit N] [--seed S] [--temperature T] [--google-cache-dir DIR] [--out DIR] [--rag]
-        [--override KEY=VALUE ...]
+        [--train-config FILE_OR_FOLDER | --stock-config] [--override KEY=VALUE ...]
 
 ``--run SAVE_DIR/EXPERIMENT`` instead of ``--model`` evaluates every weight export of a training
 run (``RUN/exports/global_step_N``) with the same options, skips the steps already scored, and
@@ -16,8 +16,13 @@ A checkpoint (Hugging Face folder) x benchmarks (parquet in the training schema,
 
 It is built from the training stack, so evaluation sees what validation sees:
 
-- the config is ``configs/zerosearch_trainer.yaml`` composed with Hydra (``--override`` takes any
-  key of it; the flags above are applied after the overrides and win over them);
+- the config is ``configs/zerosearch_trainer.yaml`` composed with Hydra, then the task settings of
+  the training run the checkpoint belongs to (prompt and response lengths, tokens per turn, search
+  rounds, topk, observation length...: ``zerosearch/evaluation/train_config.py`` ``TASK_KEYS``),
+  read from its saved config (the export's ``train_config.yaml``, else the run's latest
+  ``hydra/<launch>/.hydra/config.yaml``; ``--train-config`` names one, ``--stock-config`` ignores
+  it; a folder outside any run gets the stock settings), then ``--override`` (any key of the
+  config), then the flags above, which win over all of them;
 - rows come from ``RLHFDataset`` (jsonl is converted by ``zerosearch/data/qa_rows.py``);
   every row is evaluated, the last batch may be short (``--limit`` keeps the first N per source);
 - trajectories come from ``zerosearch.agent.SearchAgentLoop`` in validation mode (backend
@@ -38,7 +43,8 @@ Reproducibility: greedy runs are deterministic; sampled runs seed each generatio
 calls for the queries it repeats.
 
 Outputs under ``--out``: ``records.jsonl``, ``results.json``, ``results.md`` (see
-``zerosearch.evaluation.report``) and ``run.json`` (settings, resolved config, search metrics, timing).
+``zerosearch.evaluation.report``) and ``run.json`` (settings, resolved config, the training config
+applied and what it set, search metrics, timing).
 """
 
 from __future__ import annotations
@@ -70,6 +76,7 @@ from verl.workers.rollout.base import GenerationOutput, SamplingConfig
 from zerosearch.evaluation.data import EvalSet, load_eval_sets, split_by_kind
 from zerosearch.evaluation.run import default_out, evaluate_run
 from zerosearch.evaluation.report import SCORE_KEYS, markdown_table, write_outputs
+from zerosearch.evaluation.train_config import TrainConfigError, TrainConfigUse, override_keys, resolve_train_config
 from zerosearch.prompts import split_context
 from zerosearch.reward import compute_score, extract_answer, gold_answers
 from zerosearch.tools import SEARCH_MODES, SearchTool
@@ -117,7 +124,7 @@ def _positive(name: str, value: Any, allow_zero: bool = False) -> None:
         raise EvaluationInputError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
-def build_config(
+def compose_config(
     model_path: str,
     data_files: Sequence[str],
     search_engine: str,
@@ -138,8 +145,16 @@ def build_config(
     google_cache_dir: str | os.PathLike | None = None,
     overrides: Sequence[str] = (),
     config_dir: str | os.PathLike | None = None,
-) -> DictConfig:
-    """The trainer config for evaluation: defaults, then ``overrides``, then the explicit arguments."""
+    train_config: str | os.PathLike | None = None,
+    stock_config: bool = False,
+) -> tuple[DictConfig, TrainConfigUse]:
+    """The trainer config for evaluation and the saved training config it took settings from.
+
+    Layers, each winning over the one before: the stock ``configs/zerosearch_trainer.yaml``; the
+    ``TASK_KEYS`` of the run's saved training config (``train_config``: a file or folder naming it;
+    found from ``model_path`` otherwise; ``stock_config``: none); ``overrides``; the explicit
+    arguments. Logs one line naming the saved config and the keys it set (or that none applies).
+    """
     for name, value in (("batch_size", batch_size), ("topk", topk), ("retriever_port", retriever_port),
                         ("sim_port", sim_port)):
         _positive(name, value)
@@ -176,12 +191,23 @@ def build_config(
     if temperature is not None:
         explicit["actor_rollout_ref.rollout.val_kwargs.do_sample"] = temperature > 0
         explicit["actor_rollout_ref.rollout.val_kwargs.temperature"] = float(temperature)
-    for key, value in explicit.items():
-        if value is not None:
-            OmegaConf.update(cfg, key, value, merge=False)
+    explicit = {key: value for key, value in explicit.items() if value is not None}
+    try:
+        use = resolve_train_config(model_path, train_config, stock_config,
+                                   set_by_user=[*override_keys(overrides), *explicit])
+    except TrainConfigError as e:
+        raise EvaluationInputError(str(e)) from e
+    for key, value in [*use.applied.items(), *explicit.items()]:
+        OmegaConf.update(cfg, key, value, merge=False)
     if cfg.retriever.google.cache_dir is None:
         OmegaConf.update(cfg, "retriever.google.cache_dir", str(Path(out_dir) / GOOGLE_CACHE_SUBDIR), merge=False)
-    return cfg
+    logger.info("%s", use.describe(str(model_path)))
+    return cfg, use
+
+
+def build_config(*args: Any, **kwargs: Any) -> DictConfig:
+    """``compose_config``'s config alone (same arguments)."""
+    return compose_config(*args, **kwargs)[0]
 
 
 # ----------------------------------------------------------------------------------------- engine
@@ -349,9 +375,9 @@ def evaluate(
         progress: show a progress bar over batches.
         rag: the retrieval-augmented baseline (``RagFirstTurn``; one search round: ``max_turns``
             must be 1 or unset).
-        **options: the other ``build_config`` arguments (batch_size, max_turns, topk,
+        **options: the other ``compose_config`` arguments (batch_size, max_turns, topk,
             retriever_host, retriever_port, sim_host, sim_port, sim_model, seed, temperature,
-            google_cache_dir, overrides, config_dir).
+            google_cache_dir, overrides, config_dir, train_config, stock_config).
 
     Returns:
         The content of results.json: ``{data_source: {"em", "sub_em", "f1", "n"}, "mean_over_sources":
@@ -371,7 +397,8 @@ def evaluate(
         if options.get("max_turns") not in (None, 1):
             raise EvaluationInputError(f"--rag searches once: max_turns must be 1 or unset, got {options['max_turns']}")
         options["max_turns"] = 1
-    cfg = build_config(str(model_path), data_files, search_engine, out_dir, engine=engine, device=device, **options)
+    cfg, train_config_use = compose_config(str(model_path), data_files, search_engine, out_dir, engine=engine,
+                                           device=device, **options)
     rollout_cfg = cfg.actor_rollout_ref.rollout
     n_samples = int(rollout_cfg.val_kwargs.n)
     batch_size = int(cfg.data.val_batch_size)
@@ -434,6 +461,8 @@ def evaluate(
         "seed": seed,
         "limit": limit,
         "rag": rag,
+        # the saved training config whose task settings were applied: {path, origin, applied, overridden}
+        "train_config": train_config_use.record(),
         "trajectories": len(records),
         "generate_calls": seeded.calls,
         "seconds": round(seconds, 3),
@@ -458,6 +487,18 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sim-model", default=None, help="served simulation model name (retriever.simulation.model)")
 
 
+def add_train_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--train-config`` / ``--stock-config``, shared by evaluation and ``zerosearch.evaluation.ask``."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--train-config", default=None, metavar="FILE_OR_FOLDER",
+                       help="the saved training config whose task settings (lengths, turns, topk, ...) to use: a "
+                            "YAML file, or a run / export folder (default: found from the checkpoint: its "
+                            "train_config.yaml, else its run's latest hydra/<launch>/.hydra/config.yaml)")
+    group.add_argument("--stock-config", action="store_true",
+                       help="ignore the run's saved training config: the stock configs/zerosearch_trainer.yaml "
+                            "settings (and the flags) only")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m zerosearch.evaluation", description=__doc__.split("\n\n")[0])
     target = parser.add_mutually_exclusive_group(required=True)
@@ -480,8 +521,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default=None,
                         help="output folder (default outputs/eval/<model folder name>_<search engine>; with "
                              "--run: RUN/eval/<search engine>[_rag], a global_step_N folder per export)")
+    add_train_config_arguments(parser)
     parser.add_argument("--override", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                        help="any key of configs/zerosearch_trainer.yaml (Hydra syntax); the flags above win")
+                        help="any key of configs/zerosearch_trainer.yaml (Hydra syntax); wins over the saved "
+                             "training config; the flags above win over both")
     parser.add_argument("--config-dir", default=None, help=f"Hydra config folder (default {DEFAULT_CONFIG_DIR})")
     parser.add_argument("--rag", action="store_true",
                         help="RAG baseline: search the question once (written, not generated), then the model answers")
@@ -499,6 +542,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         retriever_port=args.retriever_port, sim_host=args.sim_host, sim_port=args.sim_port, sim_model=args.sim_model,
         seed=args.seed, temperature=args.temperature, google_cache_dir=args.google_cache_dir,
         overrides=args.override, config_dir=args.config_dir, rag=args.rag,
+        train_config=args.train_config, stock_config=args.stock_config,
     )
     if args.run is not None:
         out = args.out or str(default_out(args.run, args.search_engine, args.rag))

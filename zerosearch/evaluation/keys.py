@@ -1,11 +1,14 @@
 """``scripts/evaluate.sh``'s ``KEY VALUE`` arguments -> ``python -m zerosearch.evaluation`` flags.
 
-    python -m zerosearch.evaluation.keys MODEL_PATH ckpt/huggingface DATA_PATH data/qa/nq.jsonl,data/qa/bamboogle.jsonl \\
-        SEARCH_ENGINE wiki TOPK 5 MAX_TURNS 2 [KEY VALUE ...] [-- HYDRA_OVERRIDE ...]
+    python -m zerosearch.evaluation.keys MODEL_PATH RUN/exports/global_step_200 \\
+        DATA_PATH data/qa/nq.jsonl,data/qa/bamboogle.jsonl SEARCH_ENGINE wiki [KEY VALUE ...] [-- HYDRA_OVERRIDE ...]
 
-Keys come in any order, each at most once; an unknown key or a key without a value stops with exit
-code 2 naming it. Values are checked by ``zerosearch.evaluation.evaluate``'s own parser. Everything after
-``--`` becomes ``--override`` items. ``--dry-run`` prints the evaluation command instead of running it.
+No key has a default of its own: a key left out takes the value of the run's saved training config
+(lengths, turns, topk, ...; ``zerosearch/evaluation/train_config.py``), else the stock config's;
+``TRAIN_CONFIG stock`` ignores the saved config. Keys come in any order, each at most once; an
+unknown key or a key without a value stops with exit code 2 naming it. Values are checked by
+``zerosearch.evaluation.evaluate``'s own parser. Everything after ``--`` becomes ``--override``
+items. ``--dry-run`` prints the evaluation command instead of running it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-# KEY -> (evaluate flag, help). Keys without a default fall back to evaluate's defaults.
+# KEY -> (evaluate flag, help). No defaults here: a key left out keeps the run's saved value (or the stock one).
 KEYS: dict[str, tuple[str, str]] = {
     "MODEL_PATH": ("--model", "Hugging Face folder of the checkpoint (this or RUN is required)"),
     "RUN": ("--run", "training run folder SAVE_DIR/EXPERIMENT: every export not scored yet, score-vs-step table"),
@@ -36,7 +39,12 @@ KEYS: dict[str, tuple[str, str]] = {
     "SIM_MODEL": ("--sim-model", "served simulation model name"),
     "GOOGLE_CACHE_DIR": ("--google-cache-dir", "on-disk Google result cache"),
     "OUT": ("--out", "output folder"),
+    "TRAIN_CONFIG": ("--train-config", "saved training config (file, or run / export folder) whose task "
+                                       "settings to use; 'stock' = ignore the run's config (--stock-config); "
+                                       "default: found from the model"),
 }
+# TRAIN_CONFIG's value that means --stock-config.
+STOCK_VALUE = "stock"
 DATA_DIR_FILE = "test.parquet"
 
 
@@ -73,7 +81,12 @@ def keys_to_argv(argv: Sequence[str]) -> list[str]:
         seen.add(key)
         value = argv[i + 1]
         flag = KEYS[key][0]
-        out += [flag, *data_files(value)] if key == "DATA_PATH" else [flag, value]
+        if key == "DATA_PATH":
+            out += [flag, *data_files(value)]
+        elif key == "TRAIN_CONFIG" and value == STOCK_VALUE:
+            out += ["--stock-config"]
+        else:
+            out += [flag, value]
         i += 2
     if overrides:
         out += ["--override", *overrides]

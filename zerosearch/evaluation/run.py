@@ -4,7 +4,8 @@
 
 A training run with ``trainer.save_exports`` leaves ``RUN/exports/global_step_N/`` (a Hugging Face
 folder) at every saved step. Each export is evaluated with the same options into
-``OUT/global_step_N/`` (the outputs of one ``--model`` evaluation); an export whose
+``OUT/global_step_N/`` (the outputs of one ``--model`` evaluation, with the run's saved task
+settings: ``zerosearch/evaluation/train_config.py``; its ``run.json`` names the file); an export whose
 ``OUT/global_step_N/results.json`` exists is already scored and skipped, so the command can be
 rerun while training goes on (delete that folder to score a step again). ``OUT`` defaults to
 ``RUN/eval/<search engine>`` (``..._rag`` with ``--rag``). Then, from every scored step:
