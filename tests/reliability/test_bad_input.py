@@ -108,6 +108,18 @@ def test_overlong_prompts_list_the_rows_or_follow_the_truncation_policy(searchin
     assert len(data[too_long[0]]["raw_prompt_ids"]) == limit
 
 
+def test_tensor_parallel_rollout_is_refused_before_anything_loads(searching_model_dir, train_parquet, monkeypatch):
+    import transformers
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the tokenizer was loaded before the rollout's tensor parallelism was checked")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", no_loading)
+    with pytest.raises(ValueError, match=r"actor_rollout_ref\.rollout\.tensor_model_parallel_size=2 is not supported"):
+        build_trainer(trainer_config(searching_model_dir, train_parquet,
+                                     "actor_rollout_ref.rollout.tensor_model_parallel_size=2"))
+
+
 def test_model_path_that_is_not_a_model(train_parquet, tmp_path):
     (tmp_path / "weights.bin").write_bytes(b"\0" * 16)
     with pytest.raises(FileNotFoundError, match=rf"actor_rollout_ref.model.path='{tmp_path}' has no config.json"):

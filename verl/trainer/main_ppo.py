@@ -67,9 +67,11 @@ def build_trainer(config: DictConfig):
     from verl.utils.dataset.rl_dataset import RLHFDataset, collate_fn
     from verl.utils.dataset.sampler import StatefulBatchIterator
     from verl.workers.fsdp_workers import ActorRolloutRefWorker, CriticWorker
+    from verl.workers.rollout import check_tensor_parallel
 
     check_model_path(config.actor_rollout_ref.model.path, "actor_rollout_ref.model.path")
     roles = required_roles(config)  # an unknown estimator fails here, before anything is loaded
+    check_tensor_parallel(config.actor_rollout_ref.rollout)  # and a tensor-parallel rollout
     tok_path = config.actor_rollout_ref.model.tokenizer_path or config.actor_rollout_ref.model.path
     tokenizer = AutoTokenizer.from_pretrained(tok_path, trust_remote_code=config.actor_rollout_ref.model.trust_remote_code)
 

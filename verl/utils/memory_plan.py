@@ -424,18 +424,19 @@ LEVERS: tuple[tuple[str, Callable[[PlanSettings], Optional[PlanSettings]]], ...]
      lambda s: replace(s, gradient_checkpointing=True) if not s.gradient_checkpointing else None),
     ("actor_rollout_ref.ref.fsdp_config.param_offload",
      lambda s: replace(s, ref_offload=True) if s.ref and not s.ref_offload and s.device == "cuda" else None),
-    ("NUM_GPUS_PER_NODE", lambda s: replace(s, world_size=s.world_size * 2)),
+    ("trainer.n_gpus_per_node", lambda s: replace(s, world_size=s.world_size * 2)),
 )
-# Where a launcher key sets the same thing, the suggestion names the launcher key.
-LAUNCHER_NAMES = {"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu": "LOG_PROB_MICRO_BATCH_SIZE"}
+# The policy itself: named when no setting of the run helps.
+MODEL_KEY = "actor_rollout_ref.model.path"
 
 
 def suggest_key(m: ModelShape, s: PlanSettings) -> str:
     """The key whose change lowers the peak most; a change that makes the run fit wins over one
     that does not. ``CUDA_VISIBLE_DEVICES`` when the run would fit on devices that no other
-    process holds (give them and the trainer different GPUs). When vLLM's share cannot hold its weights and one sequence: its
-    gpu_memory_utilization if 90 % of the device could, else MODEL_PATH (the policy is too large
-    for one device's rollout engine)."""
+    process holds (give them and the trainer different GPUs). When vLLM's share cannot hold its
+    weights and one sequence: its gpu_memory_utilization if 90 % of the device could, else the
+    model path (the policy is too large for one device's rollout engine). Keys are config keys
+    (the launcher renames those it has a key for)."""
     weights = m.num_params * s.rollout_bytes
     if s.held_gib and fits(m, replace(s, held_gib=0.0)):
         return "CUDA_VISIBLE_DEVICES"
@@ -443,9 +444,9 @@ def suggest_key(m: ModelShape, s: PlanSettings) -> str:
         one_sequence = s.max_sequence_len * m.kv_bytes_per_token(s.rollout_bytes)
         if weights + one_sequence < 0.9 * s.capacity_gib * GIB:
             return "actor_rollout_ref.rollout.gpu_memory_utilization"
-        return "MODEL_PATH"
+        return MODEL_KEY
     if weights >= s.capacity_gib * GIB:
-        return "MODEL_PATH"
+        return MODEL_KEY
     best: tuple[tuple[bool, float], str] | None = None
     for key, change in LEVERS:
         changed = change(s)
@@ -456,8 +457,8 @@ def suggest_key(m: ModelShape, s: PlanSettings) -> str:
         if best is None or score > best[0]:
             best = (score, s.sources.get(key, key))
     if best is None:
-        return "MODEL_PATH"
-    return LAUNCHER_NAMES.get(best[1], best[1])
+        return MODEL_KEY
+    return best[1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -573,7 +574,7 @@ def settings_from_config(cfg: Any, capacity_gib: float, held_gib: float = 0.0) -
         sources["actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu"] = (
             lp_key if _select(cfg, lp_key) is not None else f"{arr}.actor.ppo_max_token_len_per_gpu")
     else:  # fixed row counts: the micro-batch size is what to change
-        sources[f"{arr}.actor.ppo_max_token_len_per_gpu"] = "MICRO_BATCH_SIZE"
+        sources[f"{arr}.actor.ppo_max_token_len_per_gpu"] = f"{arr}.actor.ppo_micro_batch_size_per_gpu"
     bucket = _select(cfg, f"{arr}.rollout.weight_sync_bucket_mb", DEFAULT_SYNC_BUCKET_MB)
     level = _select(cfg, f"{arr}.rollout.sleep_level")
     free_cache = _select(cfg, f"{arr}.rollout.free_cache_engine", False)

@@ -15,8 +15,13 @@ import sys
 from typing import Any, Optional, TextIO
 
 from verl.utils.memory_plan import GIB, PlanError, read_model_shape, render_plan, settings_from_config
+from verl.workers.rollout import check_tensor_parallel
 from zerosearch.launch import gpu_occupants
-from zerosearch.launch.keys import AUTO
+from zerosearch.launch.keys import AUTO, KEYS
+
+class RolloutRefused(PlanError):
+    """A run the rollout cannot serve whatever the memory (a tensor-parallel rollout)."""
+
 
 # What GPU_MEMORY_GIB auto means when DEVICE is cuda but no GPU is visible (planning on a laptop).
 DEFAULT_GPU_GIB = 80.0
@@ -51,6 +56,10 @@ def plan_text(plan) -> tuple[str, bool]:
     from verl.trainer.main_ppo import load_config
 
     cfg = load_config(plan.overrides, plan.config_dir, plan.config_name)
+    try:
+        check_tensor_parallel(cfg.actor_rollout_ref.rollout)
+    except ValueError as err:
+        raise RolloutRefused(str(err)) from None
     model_path = str(cfg.actor_rollout_ref.model.path)
     shape = read_model_shape(model_path)
     gpus = (gpu_occupants.query(os.environ.get("CUDA_VISIBLE_DEVICES"), int(plan.settings["NUM_GPUS_PER_NODE"]))
@@ -59,6 +68,7 @@ def plan_text(plan) -> tuple[str, bool]:
     settings = settings_from_config(cfg, capacity, held if held >= HELD_MIN_GIB else 0.0)
     name = os.path.basename(model_path.rstrip("/")).removesuffix(".json").removesuffix("config").rstrip("/") or model_path
     text, fits = render_plan(shape, settings, name)
+    text = launcher_names(text)
     held = gpu_occupants.describe(gpus or [])
     if held:
         counted = ("the plan counts what they hold in every phase" if plan.settings["GPU_MEMORY_GIB"] == AUTO
@@ -67,6 +77,14 @@ def plan_text(plan) -> tuple[str, bool]:
             f"plan: other processes hold the trainer's GPUs ({counted}); if one is the simulation server, "
             "give it and the trainer different GPUs with CUDA_VISIBLE_DEVICES\n") + text
     return text, fits
+
+
+def launcher_names(text: str) -> str:
+    """The plan with its verdict naming the launcher key where one sets the config key it names
+    (``MAX_TOKENS_PER_GPU`` for ``actor_rollout_ref.actor.ppo_max_token_len_per_gpu``, ...)."""
+    head, sep, key = text.rstrip("\n").rpartition(": does not fit: change ")
+    name = next((spec.name for spec in KEYS if spec.path == key), None)
+    return f"{head}{sep}{name}\n" if sep and name else text
 
 
 def print_plan(plan, out: TextIO | None = None) -> int:
@@ -85,6 +103,10 @@ def check_before_run(plan) -> None:
     """Before the trainer starts: print the plan on stderr; exit 2 when it does not fit and PLAN_CHECK is on."""
     try:
         text, fits = plan_text(plan)
+    except RolloutRefused as err:
+        sys.stderr.write(f"zerosearch.launch.train: error: {err}; nothing was loaded\n")
+        sys.stderr.flush()
+        raise SystemExit(2) from None
     except PlanError as err:
         sys.stderr.write(f"zerosearch.launch.train: memory plan skipped: {err}\n")
         return

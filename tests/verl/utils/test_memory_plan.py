@@ -119,7 +119,7 @@ def test_verdict_line_and_suggestions(shape):
     text, ok = mp.render_plan(shape, s)
     assert not ok
     assert re.fullmatch(r"plan: peak [0-9.]+ GiB per GPU of 3\.6 GiB: does not fit: change "
-                        r"LOG_PROB_MICRO_BATCH_SIZE", text.splitlines()[-1])
+                        r"actor_rollout_ref\.rollout\.log_prob_micro_batch_size_per_gpu", text.splitlines()[-1])
     # The engine awake during training on a GPU it half fills: free_cache_engine helps most.
     s = cuda_settings(capacity_gib=4.0, gpu_memory_utilization=0.55, sleep_level=0, update_tokens=100000,
                       update_logit_tokens=100000, logits_chunk=1)
@@ -132,7 +132,7 @@ def test_too_large_for_the_rollout_engine_names_model_path():
     shape = mp.shape_from_config(huge)
     text, ok = mp.render_plan(shape, cuda_settings(world_size=1, capacity_gib=80.0, gpu_memory_utilization=0.6,
                                                    max_sequence_len=6144))
-    assert not ok and text.splitlines()[-1].endswith("does not fit: change MODEL_PATH")
+    assert not ok and text.splitlines()[-1].endswith("does not fit: change actor_rollout_ref.model.path")
     assert "vLLM would refuse to start" in text
 
 

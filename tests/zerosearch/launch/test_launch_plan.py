@@ -106,6 +106,18 @@ def test_a_config_the_plan_cannot_read_does_not_stop_a_run(tmp_path, data_dir, c
     assert len(exec_calls) == 1 and "memory plan skipped" in capsys.readouterr().err
 
 
+def test_a_tensor_parallel_rollout_is_refused_by_the_plan_and_before_a_run(tmp_path, data_dir, capsys, exec_calls):
+    tp = "actor_rollout_ref.rollout.tensor_model_parallel_size=2"
+    pairs = ["MODEL_PATH", str(model(tmp_path, SMALL, "m")), "DATA_PATH", str(data_dir), "DEVICE", "cuda",
+             "GPU_MEMORY_GIB", "80", "SAVE_DIR", str(tmp_path / "c")]
+    assert launch.main(["--algo", "grpo", "--plan", *pairs, "--", tp]) == 2
+    assert f"{tp} is not supported" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:  # PLAN_CHECK off is about memory: it does not let this through
+        launch.main(["--algo", "grpo", *pairs, "PLAN_CHECK", "off", "--", tp])
+    assert info.value.code == 2 and exec_calls == []
+    assert f"{tp} is not supported" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("algo", ["grpo", "ppo", "reinforce"])
 def test_shell_scripts_take_plan(tmp_path, algo):
     proc = subprocess.run(["bash", str(REPO / f"train_{algo}.sh"), "MODEL_PATH", str(model(tmp_path, SMALL, "m")),
@@ -127,3 +139,19 @@ def test_gpu_memory_default(monkeypatch):
     assert device_memory_gib({"GPU_MEMORY_GIB": 40.0, "DEVICE": "cuda", "NUM_GPUS_PER_NODE": 4}) == (40.0, 0.0)
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     assert device_memory_gib({"GPU_MEMORY_GIB": "auto", "DEVICE": "cpu", "NUM_GPUS_PER_NODE": 2}) == pytest.approx((ram / 2, 0.0))
+
+
+@pytest.mark.parametrize("extra, key", [
+    # 65,536 tokens per update micro-batch of a 0.3B model with a 151,936-word vocabulary on 24 GiB:
+    # the update's logits decide (about 38 GiB of them)
+    (["MAX_TOKENS_PER_GPU", "65536", "LOG_PROB_MAX_TOKENS_PER_GPU", "1024"], "MAX_TOKENS_PER_GPU"),
+    (["MAX_TOKENS_PER_GPU", "1024", "LOG_PROB_MAX_TOKENS_PER_GPU", "131072"], "LOG_PROB_MAX_TOKENS_PER_GPU"),
+    # fixed rows: 16 rows of 6,144 tokens
+    (["DYNAMIC_BSZ", "false", "MICRO_BATCH_SIZE", "16"], "MICRO_BATCH_SIZE"),
+])
+def test_the_verdict_names_the_launcher_key_that_sets_the_config_key(tmp_path, capsys, extra, key):
+    argv = ["--algo", "grpo", "--plan", "MODEL_PATH", str(model(tmp_path, dict(SMALL, vocab_size=151936), "m")),
+            "DATA_PATH", "x", "DEVICE", "cuda", "GPU_MEMORY_GIB", "24", "TRAIN_BATCH_SIZE", "16", "N_AGENT", "4",
+            *extra, "--", "actor_rollout_ref.rollout.gpu_memory_utilization=0.1"]
+    assert launch.main(argv) == 2
+    assert verdicts(capsys.readouterr().out).endswith(f"does not fit: change {key}")

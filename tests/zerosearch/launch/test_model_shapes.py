@@ -101,3 +101,46 @@ def test_72b_on_one_80gb_gpu_is_refused_naming_the_key(capsys):
             "DEVICE", "cuda", "GPU_MEMORY_GIB", "80", *CUDA_PROFILE]
     assert launch.main(argv) == 2
     assert capsys.readouterr().out.splitlines()[-1].endswith("GiB per GPU of 80.0 GiB: does not fit: change MODEL_PATH")
+
+
+def _plan_of_docs_command(command: str, capsys, monkeypatch) -> list[str]:
+    """The plan lines that ``bash train_grpo.sh --plan ...`` prints here, with no GPU visible."""
+    import shlex
+
+    import torch
+
+    from zerosearch.launch import gpu_occupants
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(gpu_occupants, "query", lambda *a, **k: None)
+    argv = shlex.split(command.replace("\\\n", " "))
+    assert argv[:2] == ["bash", "train_grpo.sh"], command
+    monkeypatch.chdir(REPO)
+    launch.main(["--algo", "grpo", *argv[2:]])
+    return capsys.readouterr().out.splitlines()
+
+
+def test_the_plans_in_the_docs_are_what_the_commands_print(capsys, monkeypatch):
+    # docs/gpu.md quotes the README's 3B command and its whole plan; README.md quotes the peaks of
+    # each phase for 3B and 7B. A change to the plan, a profile or a default must update them.
+    doc = (REPO / "docs" / "gpu.md").read_text()
+    section = doc.split("### Qwen2.5-3B on 4 x 80 GB", 1)[1]
+    command, after = section.split("```bash\n", 1)[1].split("```", 1)
+    printed = after.split("```\n", 1)[1].split("```", 1)[0].strip().splitlines()
+    command = command.strip()
+    assert _plan_of_docs_command(command, capsys, monkeypatch) == printed
+
+    readme = " ".join((REPO / "README.md").read_text().split())
+    for shape, (rollout, update, log_prob, sync, kv, sequences) in {
+            "3b": ("49.5", "18.2", "15.7", "10.0", "42.3", "200"),
+            "7b": ("49.5", "23.4", "19.6", "19.8", "33.8", "103")}.items():
+        lines = _plan_of_docs_command(command.replace("qwen2.5-3b.json", f"qwen2.5-{shape}.json"), capsys, monkeypatch)
+        peaks = {l.split()[1]: l.split()[2] for l in lines if l.split()[1] in ("rollout", "update", "log-prob")}
+        peaks["sync"] = next(l.split()[3] for l in lines if l.startswith("plan: weight sync"))
+        assert peaks == {"rollout": rollout, "update": update, "log-prob": log_prob, "sync": sync}, shape
+        assert f"plan: KV cache {kv} GiB holds {sequences} sequences" in "\n".join(lines)
+        assert lines[-1] == f"plan: peak {rollout} GiB per GPU of 80.0 GiB: fits"
+    assert ("49.5 GiB per GPU in the rollout (vLLM's 0.6 share: 5.7 GiB of weights and 42.3 GiB of KV cache, "
+            "200 sequences of 6,144 tokens), 18.2 GiB in the update, 15.7 GiB in the log-prob passes and "
+            "10.0 GiB in the weight sync") in readme
+    assert "plans 49.5 / 23.4 / 19.6 / 19.8 GiB (KV cache 33.8 GiB, 103 sequences at once): it fits too" in readme
