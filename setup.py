@@ -57,7 +57,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    python_requires=">=3.10",
+    python_requires=">=3.11",  # vllm 0.32 (both extras) requires it
     packages=find_packages(include=["verl", "verl.*", "zerosearch", "zerosearch.*"]),
     package_data={"verl": ["trainer/config/*.yaml", "trainer/config/*/*.yaml"]},
     include_package_data=True,
