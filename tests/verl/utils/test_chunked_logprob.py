@@ -72,3 +72,41 @@ def test_float64_logits_stay_float64_and_bad_shapes_are_errors():
         log_probs_and_entropy(logits, labels[:, :2])
     with pytest.raises(ValueError, match="chunk_size"):
         log_probs_and_entropy(logits, labels, chunk_size=0)
+
+
+class _LargestOutputs(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records the element count of every tensor an aten op creates (ops whose outputs alias an input,
+    views and in-place ops, allocate nothing: skipped)."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if not any(r.alias_info is not None for r in func._schema.returns):
+            for t in (out if isinstance(out, (tuple, list)) else (out,)):
+                if isinstance(t, torch.Tensor):
+                    self.sizes.append(t.numel())
+        return out
+
+
+def test_working_memory_is_a_chunk_not_the_whole_batch():
+    # 256 tokens x 4,096 words in chunks of 16: no tensor the forward creates, nor any the backward
+    # creates besides the logits' gradient itself, is larger than 16 x 4,096 elements; the plain
+    # computation creates several of 256 x 4,096 (the recorder sees them, so the check can fail).
+    tokens, vocab, chunk = 256, 4096, 16
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(tokens, vocab, generator=g).requires_grad_()
+    labels = torch.randint(0, vocab, (tokens,), generator=g)
+    with _LargestOutputs() as naive:
+        logp = torch.log_softmax(logits, dim=-1)
+        (-(logp.exp() * logp).sum(-1)).sum()
+    assert sum(s == tokens * vocab for s in naive.sizes) >= 3
+    with _LargestOutputs() as forward:
+        lp, ent = log_probs_and_entropy(logits, labels, calculate_entropy=True, chunk_size=chunk)
+    assert max(forward.sizes) <= chunk * vocab
+    with _LargestOutputs() as backward:
+        (lp.sum() + ent.sum()).backward()
+    assert sorted(backward.sizes)[-2] <= chunk * vocab  # all but the (tokens, vocab) gradient
+    assert max(backward.sizes) == tokens * vocab
