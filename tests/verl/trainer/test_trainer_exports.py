@@ -60,6 +60,9 @@ def test_exports_outlive_rotation_and_the_last_checkpoint_keeps_its_hf_folder(tm
         export = tmp_path / "exports" / f"global_step_{step}"
         assert (export / "model.safetensors").read_text() == "model.safetensors bfloat16"  # the compute dtype
         assert (export / "tokenizer.json").is_file()
+        # the run's config beside the weights, resolved (what evaluation takes the task from)
+        saved = OmegaConf.load(export / "train_config.yaml")
+        assert saved.actor_rollout_ref.model.dtype == "bfloat16" and saved.trainer.save_exports is True
     # the path the demo reads after the last step: the export's files, not a second export
     hf = tmp_path / "global_step_6" / "actor" / "huggingface"
     assert os.path.samefile(hf / "model.safetensors", tmp_path / "exports" / "global_step_6" / "model.safetensors")

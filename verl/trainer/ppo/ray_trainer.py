@@ -169,13 +169,16 @@ class RayPPOTrainer:
     def save_checkpoint(self) -> str:
         """The full checkpoint of this step (rotated by ``trainer.max_ckpt_to_keep``) and, with
         ``trainer.save_exports``, first its weights-only export (never rotated), in the compute
-        dtype; with ``save_hf`` too, the checkpoint's ``actor/huggingface`` holds the export's files
-        (hard links) instead of a second gather of the weights."""
+        dtype, with the run's resolved config (``train_config.yaml``); with ``save_hf`` too, the
+        checkpoint's ``actor/huggingface`` holds the export's files (hard links) instead of a second
+        gather of the weights."""
         export = None
         if self.config.trainer.save_exports:
             dtype = str(self.config.actor_rollout_ref.model.dtype)
+            # the run's config beside the weights: evaluation takes the task settings from it
             export = self.ckpt.save_export(self.global_step,
-                                           lambda folder: self.actor_rollout_wg.export_hf(folder, dtype))
+                                           lambda folder: self.actor_rollout_wg.export_hf(folder, dtype),
+                                           config_yaml=OmegaConf.to_yaml(self.config, resolve=True))
             print(f"[checkpoint] exported step {self.global_step} weights ({dtype}) to {export}", flush=True)
 
         def write(folder: str) -> None:
