@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU smoke run: 2 GRPO steps per model shape with the paper's per-GPU shapes, on the GPUs present,
 # searching a simulation LLM served by vLLM; a table of measured peak memory per phase against the
-# memory plan, seconds per phase, weight-sync time and the rollout/actor log-prob difference.
+# memory plan, seconds per phase, weight-sync time, the memory freed by the engine's sleep and the
+# rollout/actor log-prob difference.
 #
 # Usage: bash scripts/gpu_smoke.sh [KEY VALUE ...]
 #   SHAPES     model shapes from configs/models, built offline with random weights (default "0.5b 3b")

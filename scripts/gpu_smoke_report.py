@@ -5,11 +5,12 @@
 ``plan.txt`` is what ``train_grpo.sh --plan`` printed for the run; ``metrics.jsonl`` the run's
 per-step metrics. Per phase (rollout, log-prob, update, weight sync) the table gives the planned
 peak, the measured peak over the steps (``memory/max_allocated_gib/*``: this trainer process's
-tensors; ``memory/device_used_gib/*``: the whole GPU at the end of the phase, a vLLM engine core
-process and a simulator sharing the GPU included) and the seconds of each step. Below it: the
-weight-sync seconds and ``actor/rollout_old_logprob_abs_diff`` (mean |rollout log-prob - actor
+tensors; ``memory/device_used_gib/*``: the whole GPU at the end of the phase, the rollout engine
+and a simulator sharing the GPU included) and the seconds of each step. Below it: the
+weight-sync seconds, the device memory the engine's sleep freed (``memory/sleep_freed_gib``, mean
+over ranks) and ``actor/rollout_old_logprob_abs_diff`` (mean |rollout log-prob - actor
 log-prob| over policy tokens: near 0 when the engine has the actor's weights, large when a sync
-went stale). Prints the table and appends it to ``--out``.
+went stale), per step. Prints the table and appends it to ``--out``.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ def render(name: str, plan: dict[str, float], verdict: str, rows: list[dict]) ->
     steps = " / ".join(_fmt(r.get("timing_s/step")) for r in rows)
     lines += ["", f"steps: {len(rows)}; step seconds {steps}; weight sync seconds "
               + " / ".join(_fmt(r.get("timing_s/weight_sync"), 2) for r in rows)
+              + "; memory freed by sleep GiB " + " / ".join(_fmt(r.get("memory/sleep_freed_gib")) for r in rows)
               + "; actor/rollout_old_logprob_abs_diff "
               + " / ".join("n/a (not logged)" if d is None else f"{d:.4f}" for d in diffs), ""]
     return "\n".join(lines) + "\n"

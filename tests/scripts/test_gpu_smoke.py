@@ -41,7 +41,8 @@ def test_report_table(tmp_path):
         {"step": 1, "timing_s/rollout": 30.0, "timing_s/old_log_prob": 4.0, "timing_s/ref": 2.0,
          "timing_s/update_actor": 12.5, "timing_s/weight_sync": 2.5, "timing_s/step": 50.0,
          "memory/max_allocated_gib/update": 15.0, "memory/device_used_gib/update": 17.0,
-         "memory/device_used_gib/rollout": 52.0, "actor/rollout_old_logprob_abs_diff": 0.0123},
+         "memory/device_used_gib/rollout": 52.0, "actor/rollout_old_logprob_abs_diff": 0.0123,
+         "memory/sleep_freed_gib": 44.3},
         {"step": 2, "timing_s/rollout": 20.0, "timing_s/old_log_prob": 3.0, "timing_s/ref": 1.0,
          "timing_s/update_actor": 11.0, "timing_s/weight_sync": 1.0, "timing_s/step": 40.0,
          "memory/max_allocated_gib/update": 16.0, "memory/device_used_gib/update": 18.0,
@@ -61,7 +62,9 @@ def test_report_table(tmp_path):
     # update: larger of allocated (16) and used (18) -> 18 / 19.0 = 0.95; update_actor - weight_sync = 10 and 10 s
     assert "| update | 19.0 | 16.0 | 18.0 | 0.95 | 10.0 / 10.0 |" in lines
     assert "| weight sync | 10.5 | n/a | n/a | n/a | 2.5 / 1.0 |" in lines
-    assert text.rstrip().splitlines()[-1].endswith("actor/rollout_old_logprob_abs_diff 0.0123 / n/a (not logged)")
+    summary = text.rstrip().splitlines()[-1]
+    assert "; weight sync seconds 2.50 / 1.00; memory freed by sleep GiB 44.3 / n/a;" in summary
+    assert summary.endswith("actor/rollout_old_logprob_abs_diff 0.0123 / n/a (not logged)")
     assert (tmp_path / "t.md").read_text().startswith("### 3b")
 
 

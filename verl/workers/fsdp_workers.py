@@ -299,9 +299,12 @@ class ActorRolloutRefWorker(_DistributedWorker):
         return self.rollout
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
-    def sleep_rollout(self) -> None:
-        """Release the rollout engine's memory after a rollout (KV cache; weights at sleep_level 2)."""
-        self._require_rollout("sleep_rollout").sleep()
+    def sleep_rollout(self) -> dict[str, float]:
+        """Release the rollout engine's memory after a rollout (KV cache; weights at sleep_level 2).
+
+        Returns the engine's ``memory/sleep_freed_gib`` where it slept (cuda), else ``{}``.
+        """
+        return self._require_rollout("sleep_rollout").sleep()
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def wake_rollout_weights(self) -> None:

@@ -23,6 +23,9 @@ class FakeShard:
     def detach(self) -> "FakeShard":
         return self
 
+    def to(self, dtype: torch.dtype) -> "FakeShard":  # a DTensor casts its local shard: no gather
+        return FakeShard(self.name, self.whole.to(dtype), self.log)
+
     def full_tensor(self) -> torch.Tensor:
         self.log.append(f"gather {self.name}")
         return self.whole
@@ -115,14 +118,17 @@ def fake_vllm(monkeypatch):
     return RecordingLLM.calls
 
 
-def test_sleep_wake_and_sync_run_in_order_across_two_steps(fake_vllm, tiny_model_dir, tokenizer, hf_model):
+def test_sleep_wake_and_sync_run_in_order_across_two_steps(fake_vllm, tiny_model_dir, tokenizer, hf_model,
+                                                          monkeypatch):
     from verl.workers.rollout.base import SamplingConfig
     from verl.workers.rollout.vllm_rollout import VLLMRollout
 
+    free_gib = iter([10.0, 40.5, 12.0, 40.0])  # free device memory before and after each sleep
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (int(next(free_gib) * 2**30), 80 * 2**30))
     rollout = VLLMRollout(tiny_model_dir, tokenizer, _config(), device="cuda")
     names = [n for n, _ in hf_model.named_parameters()]
-    for _ in range(2):  # one trainer step: rollout ends -> sleep; next rollout: wake weights -> sync -> wake KV
-        rollout.sleep()
+    for freed in (30.5, 28.0):  # one trainer step: rollout ends -> sleep; next rollout: wake weights -> sync -> wake KV
+        assert rollout.sleep() == {"memory/sleep_freed_gib": freed}
         with pytest.raises(RuntimeError, match="sleeps"):
             rollout.generate([[1, 2]], SamplingConfig())
         with pytest.raises(RuntimeError, match="wake_weights"):
@@ -157,7 +163,7 @@ def test_where_the_engine_cannot_sleep_the_calls_do_nothing_and_say_so_once(fake
     rollout = VLLMRollout(tiny_model_dir, tokenizer, _config(), device="cpu")
     with caplog.at_level(logging.WARNING, logger="verl.workers.rollout.base"):
         for _ in range(2):
-            rollout.sleep()
+            assert rollout.sleep() == {}  # nothing freed, nothing logged
             rollout.wake_weights()
             rollout.sync_weights(hf_model.named_parameters())
             rollout.wake_kv_cache()

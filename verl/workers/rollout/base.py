@@ -103,9 +103,10 @@ class BaseRollout(ABC):
     def sync_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> SyncStats:
         """Load the actor's current weights (HF names; full tensors or FSDP shards) into the engine."""
 
-    def sleep(self) -> None:
-        """Release the engine's memory after a rollout (no-op here)."""
+    def sleep(self) -> dict[str, float]:
+        """Release the engine's memory after a rollout (no-op here); returns metrics of what it freed."""
         self.say_once(f"{type(self).__name__}: this engine cannot sleep; sleep/wake do nothing")
+        return {}
 
     def wake_weights(self) -> None:
         """Give the weights their memory back, before ``sync_weights`` (no-op here)."""
@@ -115,8 +116,8 @@ class BaseRollout(ABC):
         """Allocate the generation cache again, after ``sync_weights`` (no-op here)."""
         self.say_once(f"{type(self).__name__}: this engine cannot sleep; sleep/wake do nothing")
 
-    def say_once(self, message: str) -> None:
-        """Log ``message`` the first time this engine says it."""
+    def say_once(self, message: str, level: int = logging.WARNING) -> None:
+        """Log ``message`` (at ``level``) the first time this engine says it."""
         if message not in self._said:
             self._said = self._said | {message}
-            logger.warning(message)
+            logger.log(level, message)

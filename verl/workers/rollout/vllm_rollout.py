@@ -23,20 +23,28 @@ settings (``VLLM_CPU_KVCACHE_SPACE``, ``VLLM_CPU_OMP_THREADS_BIND``) are left to
 
 Weight sync, in memory. ``sync_weights`` streams the actor's tensors (``weight_sync.stream_weights``:
 one at a time, gathered from FSDP shards, cast to the engine dtype, in buckets of
-``weight_sync_bucket_mb``) into vLLM's in-place reload (``reload_weights(weights_iterator=...)``,
-run on the worker through ``collective_rpc`` with a function: no pickling in-process). vLLM loads
-them layer by layer with the model's own checkpoint loader, then re-runs each layer's post-load
-processing (the oneDNN re-packing of vLLM-CPU, for example). A tied output head (Qwen2.5
-0.5B/3B) is the input embedding's parameter: it is loaded once, and its post-load processing is
-re-run after the reload so that a packed copy of the head (vLLM-CPU) follows. No file, no copy
-of the whole model. The same path runs on CPU and GPU.
+``weight_sync_bucket_mb``) into the engine, run on the worker through ``collective_rpc`` with a
+function (no pickling in-process). No file, no copy of the whole model. Two ways in, chosen per
+sync by ``loads_in_place``:
+
+- Straight into the live parameters (``model.load_weights``, the model's own checkpoint loader),
+  where loading is all a reload does: on cuda, with no quantization, every layer's post-load
+  processing a no-op (unquantized linear and embedding layers) and no model-level hook. One copy
+  per weight, no extra device memory.
+- Otherwise vLLM's in-place reload (``reload_weights(weights_iterator=...)``): layer by layer, it
+  loads the weights into a fresh copy of the layer, re-runs the layer's post-load processing
+  (quantization; the oneDNN re-packing of vLLM-CPU, whose linear layers keep no plain weight at
+  all) and copies the result into the live tensors. A tied output head (Qwen2.5 0.5B/3B) is the
+  input embedding's parameter: it is loaded once, and its post-load processing is re-run after the
+  reload so that a packed copy of the head (vLLM-CPU) follows.
 
 Sleep and wake (``free_cache_engine``). On cuda the engine is built with ``enable_sleep_mode``;
 ``sleep()`` releases its KV cache and, at ``sleep_level`` 2, its weights (level 1 offloads them to
 host memory); before the next rollout the caller runs ``wake_weights()`` -> ``sync_weights()`` ->
 ``wake_kv_cache()``, so that the weights are back before the KV cache is allocated again. vLLM-CPU
 cannot sleep: there (and with ``free_cache_engine`` false) the three calls do nothing and say so
-once in the log.
+once in the log. ``sleep()`` returns ``memory/sleep_freed_gib``: the device memory in use before
+minus after it (``torch.cuda.mem_get_info``, the whole GPU), nothing where the engine cannot sleep.
 """
 
 from __future__ import annotations
@@ -57,6 +65,7 @@ MULTIPROCESSING_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
 REQUIRED_KEYS = ("dtype", "max_model_len", "enforce_eager", "gpu_memory_utilization", "tensor_model_parallel_size",
                  "free_cache_engine", "sleep_level", "weight_sync_bucket_mb")
 SLEEP_LEVELS = (1, 2)
+SLEEP_FREED = "memory/sleep_freed_gib"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -84,17 +93,52 @@ def check_rollout_config(values: Mapping[str, Any]) -> None:
     bucket_bytes_of(values["weight_sync_bucket_mb"], f"{key}.weight_sync_bucket_mb")
 
 
-def _load_streamed_weights(worker: Any, weights: Iterable[tuple[str, torch.Tensor]], retie_head: bool) -> None:
-    """Run on the vLLM worker: reload the model in place from ``weights`` (HF names, full tensors).
+def loads_in_place(model: torch.nn.Module, quantization: str | None) -> bool:
+    """Whether, on cuda, loading checkpoint tensors into ``model``'s live parameters is all a reload does.
 
-    ``retie_head``: the output head shares the input embedding's parameter; its post-load
-    processing (a packed copy of the weight on vLLM-CPU) is re-run to follow the new values.
+    True for an unquantized model whose layers' post-load processing does nothing on cuda (vLLM's
+    unquantized linear and embedding methods; attention layers load no weights) and that has no
+    model-level post-load hook. Anything else (a quantization, a fused-MoE method, an unknown
+    method) needs vLLM's layer-by-layer reload, and so does every model on vLLM-CPU, whose linear
+    layers keep only a packed copy of their weight.
     """
+    if quantization is not None or hasattr(model, "process_weights_after_loading"):
+        return False
+    from vllm.model_executor.layers.linear import UnquantizedLinearMethod
+    from vllm.model_executor.layers.vocab_parallel_embedding import UnquantizedEmbeddingMethod
+
+    plain = (UnquantizedLinearMethod, UnquantizedEmbeddingMethod)
+    return all(type(getattr(m, "quant_method", None)) in plain for m in model.modules()
+               if getattr(m, "quant_method", None) is not None)
+
+
+def _load_streamed_weights(worker: Any, weights: Iterable[tuple[str, torch.Tensor]], retie_head: bool) -> str:
+    """Run on the vLLM worker: load ``weights`` (HF names, full tensors) into the model in place.
+
+    Returns the way taken (``"direct"`` or ``"reload"``, see the module docstring).
+    ``retie_head``: the output head shares the input embedding's parameter; after a reload its
+    post-load processing (a packed copy of the weight on vLLM-CPU) is re-run to follow the new values.
+    """
+    from vllm.config import set_current_vllm_config
+    from vllm.platforms import current_platform
+
+    runner = worker.model_runner
+    model = runner.get_model()
+    if current_platform.is_cuda() and loads_in_place(model, worker.vllm_config.model_config.quantization):
+        with set_current_vllm_config(worker.vllm_config):
+            loaded = model.load_weights(weights)
+        missing = {name for name, _ in model.named_parameters()} - set(loaded or ())
+        if missing:
+            logger.warning("VLLMRollout.sync_weights: the stream left these engine weights as they were: %s",
+                           sorted(missing))
+        for reset in ("reset_lora_state", "reset_encoder_cache", "reset_mm_cache"):  # as vLLM's reload does
+            getattr(runner, reset, lambda: None)()
+        return "direct"
     worker.reload_weights(weights_iterator=weights, is_checkpoint_format=True)
     if retie_head:
-        model = worker.model_runner.get_model()
         head = model.lm_head
         head.quant_method.process_weights_after_loading(head)
+    return "reload"
 
 
 class VLLMRollout(BaseRollout):
@@ -219,15 +263,21 @@ class VLLMRollout(BaseRollout):
             return "eos"
         return "stop"
 
-    def sleep(self) -> None:
-        """Release the KV cache and, at ``sleep_level`` 2, the weights (level 1 offloads them)."""
+    def sleep(self) -> dict[str, float]:
+        """Release the KV cache and, at ``sleep_level`` 2, the weights (level 1 offloads them).
+
+        Returns ``{"memory/sleep_freed_gib": device memory in use before - after}`` (whole GPU);
+        ``{}`` where the engine cannot sleep.
+        """
         if not self.can_sleep:
             self.say_once(self._no_sleep_reason)
-            return
+            return {}
         if self._asleep:
             raise RuntimeError(f"VLLMRollout.sleep: the engine already sleeps ({sorted(self._asleep)} released)")
+        free_before = torch.cuda.mem_get_info()[0]
         self.llm.sleep(level=self.sleep_level)
         self._asleep = {"weights", "kv_cache"}
+        return {SLEEP_FREED: (torch.cuda.mem_get_info()[0] - free_before) / 2**30}
 
     def wake_weights(self) -> None:
         """Give the weights their memory back (before ``sync_weights``); the KV cache stays released."""
@@ -257,7 +307,9 @@ class VLLMRollout(BaseRollout):
             raise RuntimeError("VLLMRollout.sync_weights: the weights are asleep; call wake_weights() first")
         stats = SyncStats()
         stream = stream_weights(named_tensors, self.weight_dtype, self.bucket_bytes, stats)
-        self.llm.collective_rpc(_load_streamed_weights, args=(stream, self.tied_embeddings))
+        ways = self.llm.collective_rpc(_load_streamed_weights, args=(stream, self.tied_embeddings))
+        self.say_once(f"VLLMRollout.sync_weights: the weights go in by {ways[0]!r} (see vllm_rollout.py)",
+                      logging.INFO)
         left = next(stream, None)
         if left is not None:
             raise RuntimeError(f"VLLMRollout.sync_weights: the engine stopped reading at {left[0]!r}")

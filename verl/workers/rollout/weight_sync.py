@@ -1,11 +1,12 @@
 """Stream the actor's weights into a rollout engine, one tensor at a time, in buckets.
 
-``stream_weights`` walks a module's parameters in order, gathers each FSDP2 shard into the full
-tensor (``DTensor.full_tensor()``, a collective every rank must run in the same order; a plain
-tensor is taken as it is), casts it to the engine's dtype and hands it on. Gathered tensors are
-held in a bucket until it reaches ``bucket_bytes`` (or the parameters run out), then passed to the
-consumer one by one and dropped: the stream itself never holds more than one bucket plus the
-tensor that overflowed it, and never a copy of the whole model.
+``stream_weights`` walks a module's parameters in order, casts each to the engine's dtype (an
+FSDP2 shard is cast where it lies, before the gather, so that the gather moves and allocates
+engine-dtype bytes only), gathers each shard into the full tensor (``DTensor.full_tensor()``, a
+collective every rank must run in the same order; a plain tensor is taken as it is) and hands it
+on. Gathered tensors are held in a bucket until it reaches ``bucket_bytes`` (or the parameters run
+out), then passed to the consumer one by one and dropped: the stream itself never holds more than
+one bucket plus the tensor that overflowed it, and never a copy of the whole model.
 
 Tied parameters (an output head sharing the input embedding) are one ``nn.Parameter`` and appear
 once, under their first name (``model.embed_tokens.weight`` for Qwen2): engines that tie the
@@ -21,8 +22,6 @@ from typing import Iterable, Iterator
 import torch
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_BUCKET_MB = 64
 
 
 @dataclass
@@ -95,6 +94,7 @@ def stream_weights(
         stats: filled in as the stream is consumed.
 
     A tensor that already has the right dtype and is not sharded is yielded as it is (no copy).
+    A shard is cast before it is gathered (a local cast: the gather moves engine-dtype bytes).
     Every tensor yielded is detached and contiguous.
     """
     if bucket_bytes <= 0:
@@ -103,10 +103,10 @@ def stream_weights(
     bucket: list[tuple[str, torch.Tensor]] = []
     held = 0
     for name, tensor in named_tensors:
-        whole = full_tensor(tensor.detach())
+        tensor = tensor.detach()
         if dtype is not None:
-            whole = whole.to(dtype)
-        whole = whole.contiguous()
+            tensor = tensor.to(dtype)  # a no-op at the same dtype; a DTensor stays sharded
+        whole = full_tensor(tensor).contiguous()
         size = whole.numel() * whole.element_size()
         bucket.append((name, whole))
         del whole, tensor

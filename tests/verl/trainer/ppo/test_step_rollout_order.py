@@ -106,3 +106,24 @@ def test_two_steps_wake_sync_and_sleep_the_engine_around_each_rollout(tmp_path):
     one_step = ["wake weights", "load_weights", "wake kv_cache", "generate", "sleep", "compute_log_prob",
                 "update_actor"]
     assert wg.calls == one_step + one_step
+
+
+class SleepingRanksWorkerGroup(RecordingWorkerGroup):
+    """Two ranks whose engines slept on cuda and said how much device memory each freed."""
+
+    def sleep_rollout(self):
+        self.calls.append("sleep")
+        return [{"memory/sleep_freed_gib": 40.0}, {"memory/sleep_freed_gib": 42.0}]
+
+
+def test_the_memory_freed_by_sleep_is_logged_as_the_mean_over_ranks_and_absent_where_none_slept(tmp_path):
+    prompts = DataProto.from_dict({"dummy": torch.zeros(PROMPTS, 1)},
+                                  non_tensors={"uid": np.array(["a", "b"], dtype=object)})
+    trainer = RayPPOTrainer(_config(tmp_path), None, SleepingRanksWorkerGroup(), None, None, None, None, None,
+                            _reward, OneTurnLoop(), 1)
+    trainer.global_step = 1
+    assert trainer.train_step(prompts)["memory/sleep_freed_gib"] == 41.0
+    trainer = RayPPOTrainer(_config(tmp_path), None, RecordingWorkerGroup(), None, None, None, None, None, _reward,
+                            OneTurnLoop(), 1)
+    trainer.global_step = 1
+    assert "memory/sleep_freed_gib" not in trainer.train_step(prompts)  # CPU engines and hf cannot sleep
