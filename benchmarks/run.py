@@ -32,6 +32,7 @@ MODULES: tuple[tuple[str, int], ...] = (
     ("bench_search_fanout", 240),
     ("bench_rollout", 420),
     ("bench_update_efficiency", 240),
+    ("bench_cpu_profile", 240),
     ("bench_step_anatomy", 300),
     ("bench_peer_trl", 360),
     ("bench_memory", 300),
