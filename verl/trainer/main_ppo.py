@@ -9,6 +9,7 @@ Flow: config -> Ray -> worker groups -> RayPPOTrainer.fit().
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import hydra
@@ -29,6 +30,11 @@ def load_config(overrides: list[str] | None = None, config_dir: str | None = Non
     config_dir = os.path.abspath(config_dir or os.path.join(os.path.dirname(__file__), "config"))
     with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
         return compose(config_name=config_name, overrides=list(overrides or []))
+
+
+def override_keys(overrides: Sequence[str]) -> list[str]:
+    """The config keys Hydra overrides set: ``["+a.b=1", "~c", "d=x"]`` -> ``["a.b", "c", "d"]``."""
+    return [o.split("=", 1)[0].lstrip("+~").strip() for o in overrides]
 
 
 def check_model_path(path: str, key: str) -> None:

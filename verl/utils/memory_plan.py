@@ -475,8 +475,10 @@ def verdict_line(peak: float, capacity_gib: float, device: str, key: Optional[st
     return f"{head}: fits" if key is None else f"{head}: does not fit: change {key}"
 
 
-def render_plan(m: ModelShape, s: PlanSettings, model_name: str = "") -> tuple[str, bool]:
-    """The plan as text (per phase: peak and terms) and whether it fits."""
+def render_plan(m: ModelShape, s: PlanSettings, model_name: str = "",
+                key_names: Optional[dict[str, str]] = None) -> tuple[str, bool]:
+    """The plan as text (per phase: peak and terms) and whether it fits. ``key_names``: what to call
+    a config key in the verdict (a launcher's own key for it), where it has another name."""
     phases = plan_memory(m, s)
     peak, worst = peak_of(phases)
     ok = fits(m, s)
@@ -508,7 +510,8 @@ def render_plan(m: ModelShape, s: PlanSettings, model_name: str = "") -> tuple[s
         lines.append(f"plan: host memory for offloaded state: up to {_gib(host)} GiB per rank, "
                      f"{_gib(host * s.ranks_per_node)} GiB per node of {s.ranks_per_node} (not checked against the host)")
     lines.append(f"plan: highest phase: {worst.name}")
-    lines.append(verdict_line(peak, s.capacity_gib, s.device, None if ok else suggest_key(m, s)))
+    key = None if ok else suggest_key(m, s)
+    lines.append(verdict_line(peak, s.capacity_gib, s.device, (key_names or {}).get(key, key)))
     return "\n".join(lines) + "\n", ok
 
 

@@ -68,7 +68,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from verl.agent_loop.base import GenerateFn
 from verl.protocol import DataProto
-from verl.trainer.main_ppo import check_model_path, load_config
+from verl.trainer.main_ppo import check_model_path, load_config, override_keys
 from verl.trainer.ppo.scoring import rollout_and_score, trajectory_records
 from verl.utils.dataset.rl_dataset import collate_fn
 from verl.workers.reward_manager import NaiveRewardManager
@@ -76,7 +76,7 @@ from verl.workers.rollout.base import GenerationOutput, SamplingConfig
 from zerosearch.evaluation.data import EvalSet, load_eval_sets, split_by_kind
 from zerosearch.evaluation.run import default_out, evaluate_run
 from zerosearch.evaluation.report import SCORE_KEYS, markdown_table, write_outputs
-from zerosearch.evaluation.train_config import TrainConfigError, TrainConfigUse, override_keys, resolve_train_config
+from zerosearch.evaluation.train_config import TrainConfigError, TrainConfigUse, resolve_train_config
 from zerosearch.prompts import split_context
 from zerosearch.reward import compute_score, extract_answer, gold_answers
 from zerosearch.tools import SEARCH_MODES, SearchTool

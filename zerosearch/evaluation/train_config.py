@@ -202,11 +202,6 @@ def override_sets(key: str, override_keys: Sequence[str]) -> bool:
     return any(key == o or key.startswith(o + ".") for o in override_keys)
 
 
-def override_keys(overrides: Sequence[str]) -> list[str]:
-    """``["+a.b=1", "~c", "d=x"]`` -> ``["a.b", "c", "d"]``."""
-    return [o.split("=", 1)[0].lstrip("+~").strip() for o in overrides]
-
-
 def resolve_train_config(model_path: str | os.PathLike, train_config: str | os.PathLike | None = None,
                          stock: bool = False, set_by_user: Sequence[str] = ()) -> TrainConfigUse:
     """Find and read the saved training config of ``model_path``.

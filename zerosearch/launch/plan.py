@@ -19,6 +19,7 @@ from verl.workers.rollout import check_tensor_parallel
 from zerosearch.launch import gpu_occupants
 from zerosearch.launch.keys import AUTO, KEYS
 
+
 class RolloutRefused(PlanError):
     """A run the rollout cannot serve whatever the memory (a tensor-parallel rollout)."""
 
@@ -34,14 +35,16 @@ def device_memory_gib(settings: dict[str, Any], gpus: Optional[list] = None) -> 
 
     GPU_MEMORY_GIB when set (nothing counted as held); on cuda, when ``gpus``
     (``zerosearch.launch.gpu_occupants.query``) says, the smallest of the trainer's GPUs and the most
-    memory used on any of them (vLLM sizes its share from the whole device, so what others hold is
-    a term of every phase, not a smaller device); else the first visible GPU's memory (80 GiB when
-    no GPU is visible); on cpu the machine's RAM shared by its NUM_GPUS_PER_NODE workers."""
+    memory used on any of them, none below ``HELD_MIN_GIB`` (vLLM sizes its share from the whole
+    device, so what others hold is a term of every phase, not a smaller device); else the first
+    visible GPU's memory (80 GiB when no GPU is visible); on cpu the machine's RAM shared by its
+    NUM_GPUS_PER_NODE workers."""
     if settings["GPU_MEMORY_GIB"] != AUTO:
         return float(settings["GPU_MEMORY_GIB"]), 0.0
     if settings["DEVICE"] == "cuda":
         if gpus:
-            return min(g.total_bytes for g in gpus) / GIB, max(g.used_bytes for g in gpus) / GIB
+            held = max(g.used_bytes for g in gpus) / GIB
+            return min(g.total_bytes for g in gpus) / GIB, held if held >= HELD_MIN_GIB else 0.0
         import torch
 
         if torch.cuda.is_available():
@@ -65,26 +68,18 @@ def plan_text(plan) -> tuple[str, bool]:
     gpus = (gpu_occupants.query(os.environ.get("CUDA_VISIBLE_DEVICES"), int(plan.settings["NUM_GPUS_PER_NODE"]))
             if plan.settings["DEVICE"] == "cuda" else None)
     capacity, held = device_memory_gib(plan.settings, gpus)
-    settings = settings_from_config(cfg, capacity, held if held >= HELD_MIN_GIB else 0.0)
+    settings = settings_from_config(cfg, capacity, held)
     name = os.path.basename(model_path.rstrip("/")).removesuffix(".json").removesuffix("config").rstrip("/") or model_path
-    text, fits = render_plan(shape, settings, name)
-    text = launcher_names(text)
-    held = gpu_occupants.describe(gpus or [])
-    if held:
+    # the verdict names the launcher key where one sets the config key it suggests
+    text, fits = render_plan(shape, settings, name, {spec.path: spec.name for spec in KEYS if spec.path})
+    occupants = gpu_occupants.describe(gpus or [])
+    if occupants:
         counted = ("the plan counts what they hold in every phase" if plan.settings["GPU_MEMORY_GIB"] == AUTO
                    else "GPU_MEMORY_GIB is set, so the plan does not count with them")
-        text = "".join(f"plan: {line}\n" for line in held) + (
+        text = "".join(f"plan: {line}\n" for line in occupants) + (
             f"plan: other processes hold the trainer's GPUs ({counted}); if one is the simulation server, "
             "give it and the trainer different GPUs with CUDA_VISIBLE_DEVICES\n") + text
     return text, fits
-
-
-def launcher_names(text: str) -> str:
-    """The plan with its verdict naming the launcher key where one sets the config key it names
-    (``MAX_TOKENS_PER_GPU`` for ``actor_rollout_ref.actor.ppo_max_token_len_per_gpu``, ...)."""
-    head, sep, key = text.rstrip("\n").rpartition(": does not fit: change ")
-    name = next((spec.name for spec in KEYS if spec.path == key), None)
-    return f"{head}{sep}{name}\n" if sep and name else text
 
 
 def print_plan(plan, out: TextIO | None = None) -> int:

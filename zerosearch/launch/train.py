@@ -130,11 +130,6 @@ def _parse_value(spec: LaunchKey, text: str, plan_only: bool, where: str = "") -
         raise LaunchArgumentError(f"bad value for {spec.name}{where}: {err}. {valid_keys_line()}", key=spec.name) from None
 
 
-def _override_key(override: str) -> str:
-    """The config key of a Hydra override (``+a.b=1``, ``~a.b``, ``a.b=1`` -> ``a.b``)."""
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def _plain(value: Any) -> Any:
     """A config value as plain Python (a list node becomes a list)."""
     from omegaconf import OmegaConf
@@ -158,10 +153,12 @@ def _defaults_from_config(algo: str, settings: dict[str, Any], passthrough: list
     """
     from omegaconf import OmegaConf
 
+    from verl.trainer.main_ppo import override_keys
+
     given = [f"{spec.path}={hydra_value(settings[spec.name])}" for spec in KEYS
              if spec.name in settings and spec.path and not (spec.auto and settings[spec.name] == AUTO)]
     cfg = compose_run_config(algo, [*given, *passthrough], config_dir)
-    passed = {_override_key(o) for o in passthrough}
+    passed = set(override_keys(passthrough))
     source = f"{CONFIG_NAME}.yaml with algo/{algo}.yaml"
     for spec in KEYS:
         if spec.path is None or not (spec.reads_config or spec.path in passed):
@@ -287,7 +284,7 @@ def key_overrides(s: dict[str, Any], given: set[str]) -> list[tuple[str, Any]]:
     pairs: list[tuple[str, Any]] = [("data.train_files", os.path.join(s["DATA_PATH"], "train.parquet")),
                                     ("data.val_files", os.path.join(s["DATA_PATH"], "test.parquet"))]
     for spec in KEYS:
-        if spec.path is None or spec.name == "DATA_PATH" or (spec.auto and s[spec.name] == AUTO):
+        if spec.path is None or (spec.auto and s[spec.name] == AUTO):
             continue
         if spec.name in given or spec.auto or spec.name == "SAVE_DIR":
             pairs.append((spec.path, s[spec.name]))
