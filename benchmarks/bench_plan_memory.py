@@ -63,37 +63,43 @@ class PeakResident:
         return _status_kib("VmHWM") * 1024
 
 
-def launcher_config(model, workdir):
-    """The trainer config the launcher composes for this CPU GRPO run."""
+def launcher_config(model, workdir, device: str = "cpu", rows: int = ROWS, prompt: int = PROMPT,
+                    response: int = RESPONSE, overrides: tuple[str, ...] = ()):
+    """The trainer config the launcher composes for a GRPO run on ``device`` with one rank, the hf
+    rollout engine and ``rows`` trajectories (``rows // 4`` prompts x 4) of ``prompt`` + ``response``
+    tokens, each pass one micro-batch of all rows where the device profile sets no token budget."""
     from verl.trainer.main_ppo import load_config
     from zerosearch.launch.train import parse_launch_args
 
+    if rows % 4:
+        raise ValueError(f"rows must be a multiple of 4 (prompts x 4 trajectories), got {rows}")
     plan = parse_launch_args("grpo", [
-        "MODEL_PATH", str(model), "DATA_PATH", str(workdir / "unused"), "DEVICE", "cpu", "ROLLOUT_ENGINE", "hf",
-        "NUM_GPUS_PER_NODE", "1", "TRAIN_BATCH_SIZE", str(ROWS // 4), "N_AGENT", "4",
-        "LOG_PROB_MICRO_BATCH_SIZE", str(ROWS), "MAX_PROMPT_LENGTH", str(PROMPT),
-        "MAX_RESPONSE_LENGTH", str(RESPONSE), "SAVE_DIR", str(workdir / "runs"),
+        "MODEL_PATH", str(model), "DATA_PATH", str(workdir / "unused"), "DEVICE", device, "ROLLOUT_ENGINE", "hf",
+        "NUM_GPUS_PER_NODE", "1", "TRAIN_BATCH_SIZE", str(rows // 4), "N_AGENT", "4",
+        "LOG_PROB_MICRO_BATCH_SIZE", str(rows), "MAX_PROMPT_LENGTH", str(prompt),
+        "MAX_RESPONSE_LENGTH", str(response), "SAVE_DIR", str(workdir / "runs"),
         "--", "actor_rollout_ref.actor.optim.total_training_steps=203",  # the trainer sets it from TOTAL_STEPS
+        *overrides,
     ], plan_only=True)
     return load_config(plan.overrides, plan.config_dir, plan.config_name)
 
 
-def full_length_batch(vocab: int, seed: int = 0):
-    """ROWS rows of PROMPT + RESPONSE real tokens (the plan's worst case) with what an update needs."""
+def full_length_batch(vocab: int, seed: int = 0, rows: int = ROWS, prompt: int = PROMPT, response: int = RESPONSE):
+    """``rows`` rows of ``prompt`` + ``response`` real tokens (the plan's worst case) with what an update needs."""
     import torch
 
     from verl.protocol import DataProto
 
     g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(10, vocab, (ROWS, PROMPT + RESPONSE), generator=g)
+    ids = torch.randint(10, vocab, (rows, prompt + response), generator=g)
     mask = torch.ones_like(ids)
     return DataProto.from_dict({
         "input_ids": ids, "attention_mask": mask,
-        "position_ids": torch.arange(PROMPT + RESPONSE).expand(ROWS, -1).clone(),
-        "responses": ids[:, PROMPT:].clone(), "response_mask": torch.ones(ROWS, RESPONSE, dtype=torch.long),
-        "old_log_probs": -torch.rand(ROWS, RESPONSE, generator=g) * 5,
-        "ref_log_prob": -torch.rand(ROWS, RESPONSE, generator=g) * 5,
-        "advantages": torch.randn(ROWS, RESPONSE, generator=g),
+        "position_ids": torch.arange(prompt + response).expand(rows, -1).clone(),
+        "responses": ids[:, prompt:].clone(), "response_mask": torch.ones(rows, response, dtype=torch.long),
+        "old_log_probs": -torch.rand(rows, response, generator=g) * 5,
+        "ref_log_prob": -torch.rand(rows, response, generator=g) * 5,
+        "advantages": torch.randn(rows, response, generator=g),
     }, meta_info={"temperature": 1.0})
 
 
