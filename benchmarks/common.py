@@ -173,19 +173,82 @@ def render_notes(specs: Sequence[RowSpec], measurements: dict[str, Measurement])
     return "\n".join(lines)
 
 
+@dataclass
+class RunRecord:
+    """One run of ``benchmarks.run``: how it was started, how long it took, on what machine."""
+
+    command: str
+    started: str
+    elapsed_s: float
+    machine: dict[str, str]
+
+
 def render_results(specs: Sequence[RowSpec], measurements: dict[str, Measurement], machine: dict[str, str],
                    command: str, started: str, elapsed_s: float) -> str:
-    """The whole RESULTS.md: header (command, machine), the table, the notes."""
-    machine_lines = "\n".join(f"- {k}: {v}" for k, v in machine.items())
+    """The whole RESULTS.md of one run: header (command, machine), the table, the notes."""
+    return render_merged_results(specs, measurements, [RunRecord(command, started, elapsed_s, machine)],
+                                 {spec.key: 0 for spec in specs})
+
+
+def render_merged_results(specs: Sequence[RowSpec], measurements: dict[str, Measurement], runs: Sequence[RunRecord],
+                          row_runs: dict[str, int]) -> str:
+    """RESULTS.md for rows measured by one or more runs (``row_runs``: row key -> index in ``runs``):
+    each run's command, date and machine, then the table and the notes."""
+    used = sorted({row_runs[spec.key] for spec in specs if spec.key in row_runs})
+    if len(used) <= 1:
+        run = runs[used[0]] if used else runs[-1]
+        machine_lines = "\n".join(f"- {k}: {v}" for k, v in run.machine.items())
+        head = (f"Produced by `{run.command}` on {run.started}, in {run.elapsed_s / 60:.1f} min. Every figure below is "
+                "a fresh\nmeasurement of that run; `met` is computed from the measured value.\n\n"
+                f"Machine:\n{machine_lines}\n\n")
+    else:
+        head = ("Produced by the runs below: every figure is a fresh measurement of the run that lists its row "
+                "(a run\nwith `--only` replaces its rows and keeps the others); `met` is computed from the measured "
+                "value.\n\n")
+        for n, i in enumerate(used):
+            run = runs[i]
+            keys = ", ".join(spec.key for spec in specs if row_runs.get(spec.key) == i)
+            head += (f"Run {n + 1}, rows {keys}: `{run.command}` on {run.started}, in {run.elapsed_s / 60:.1f} min.\n"
+                     + "".join(f"- {k}: {v}\n" for k, v in run.machine.items()) + "\n")
     return (
         "# Benchmark results\n\n"
-        f"Produced by `{command}` on {started}, in {elapsed_s / 60:.1f} min. Every figure below is a fresh\n"
-        "measurement of that run; `met` is computed from the measured value.\n\n"
-        f"Machine:\n{machine_lines}\n\n"
-        f"{render_table(specs, measurements)}\n\n"
+        + head
+        + f"{render_table(specs, measurements)}\n\n"
         "## Notes\n\n"
         f"{render_notes(specs, measurements)}\n"
     )
+
+
+def write_results_record(path: str | Path, measurements: dict[str, Measurement], runs: Sequence[RunRecord],
+                         row_runs: dict[str, int]) -> None:
+    """The machine-readable twin of RESULTS.md: the runs and each row's measurement and run."""
+    used = sorted(set(row_runs.values()))
+    renumber = {old: new for new, old in enumerate(used)}
+    data = {"runs": [asdict(runs[i]) for i in used],
+            "rows": [{**asdict(m), "run": renumber[row_runs[key]]} for key, m in measurements.items()
+                     if key in row_runs]}
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=float) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_results_record(path: str | Path) -> tuple[dict[str, Measurement], list[RunRecord], dict[str, int]]:
+    """What ``write_results_record`` wrote: (measurements, runs, row -> run index)."""
+    path = Path(path)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or not isinstance(data.get("runs"), list) or not isinstance(data.get("rows"), list):
+        raise ValueError(f"{path}: expected an object with 'runs' and 'rows' lists")
+    runs = [RunRecord(**r) for r in data["runs"]]
+    measurements, row_runs = {}, {}
+    for i, row in enumerate(data["rows"]):
+        row = dict(row)
+        run = row.pop("run", None)
+        if not isinstance(run, int) or not 0 <= run < len(runs) or "key" not in row:
+            raise ValueError(f"{path}: row {i} needs a 'key' and a 'run' index below {len(runs)}")
+        measurements[row["key"]] = Measurement(**row)
+        row_runs[row["key"]] = run
+    return measurements, runs, row_runs
 
 
 def _version(dist: str) -> str:

@@ -8,6 +8,11 @@ folder unless ``--workdir`` is given). Then each row module runs in its own proc
 limit (``MODULES``); a module that fails or runs out of time leaves its rows as ``n/a (reason)``,
 so the table is always written. The limits are cut further when the whole run's budget
 (``--budget-s``) is running out.
+
+Beside the results file goes its machine-readable twin (``RESULTS.json``: each row's measurement
+and the run that made it). A run with ``--only`` merges into them: its rows replace theirs, the
+other rows keep their measurements and their run's command, date and machine (``--fresh``: write
+this run's rows alone).
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ from importlib import import_module
 from pathlib import Path
 from typing import Sequence
 
-from benchmarks.common import (REPO_ROOT, Measurement, RowSpec, log, machine_info, now_utc, read_measurements,
-                               render_results, render_table)
+from benchmarks.common import (REPO_ROOT, Measurement, RowSpec, RunRecord, log, machine_info, now_utc,
+                               read_measurements, read_results_record, render_merged_results, render_table,
+                               write_results_record)
 
 # (module name under benchmarks/, time limit in seconds), in run order.
 MODULES: tuple[tuple[str, int], ...] = (
@@ -127,6 +133,22 @@ def _stop_group(proc: subprocess.Popen) -> None:
             continue
 
 
+def merge_results(measurements: dict[str, Measurement], run: RunRecord, previous: Path | None,
+                  known: dict[str, RowSpec]) -> tuple[dict[str, Measurement], list[RunRecord], dict[str, int]]:
+    """This run's rows, merged over the rows of ``previous`` (a results record) when it is given and
+    exists: (measurements, runs, row -> run index). Rows no module declares any more are dropped."""
+    if previous is None:
+        return dict(measurements), [run], {key: 0 for key in measurements}
+    if not previous.is_file():
+        log(f"no {previous}: the results hold this run's rows only")
+        return dict(measurements), [run], {key: 0 for key in measurements}
+    old, runs, old_rows = read_results_record(previous)
+    kept = {key: m for key, m in old.items() if key in known and key not in measurements}
+    row_runs = {key: old_rows[key] for key in kept}
+    row_runs.update({key: len(runs) for key in measurements})
+    return {**kept, **measurements}, [*runs, run], row_runs
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     names = [short_name(m) for m, _ in MODULES]
     parser = argparse.ArgumentParser(description="run the benchmarks and write the results table")
@@ -134,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "RESULTS.md"), help="results file")
     parser.add_argument("--workdir", default=None, help="scratch folder (default: a new temporary folder)")
     parser.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S, help="time budget of the whole run")
+    parser.add_argument("--fresh", action="store_true",
+                        help="with --only: write only this run's rows, not merged into the existing results")
     args = parser.parse_args(argv)
     if args.budget_s <= 0:
         parser.error(f"--budget-s must be > 0, got {args.budget_s}")
@@ -175,14 +199,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if workdir_ctx is not None:
             workdir_ctx.cleanup()
 
-    all_specs = sorted((s for m, _ in chosen for s in specs[m]), key=row_order)  # table in row order
     elapsed = time.monotonic() - t0
     machine = machine_info()
     machine["load average (1 min) at start / end"] = f"{load_at_start:.1f} / {os.getloadavg()[0]:.1f}"
-    text = render_results(all_specs, measurements, machine, command, started, elapsed)
-    Path(args.out).write_text(text, encoding="utf-8")
+    run = RunRecord(command, started, elapsed, machine)
+    known = {s.key: s for m, _ in MODULES for s in (specs.get(m) or module_specs(m))}
+    record = Path(args.out).with_suffix(".json")
+    merged, runs, row_runs = merge_results(measurements, run, record if args.only and not args.fresh else None, known)
+    all_specs = sorted((known[k] for k in merged), key=row_order)  # table in row order
+    Path(args.out).write_text(render_merged_results(all_specs, merged, runs, row_runs), encoding="utf-8")
+    write_results_record(record, merged, runs, row_runs)
     print()
-    print(render_table(all_specs, measurements))
+    print(render_table(sorted((known[k] for k in measurements), key=row_order), measurements))
     print()
     log(f"wrote {args.out} ({elapsed / 60:.1f} min)")
     return 0
