@@ -262,6 +262,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
+            gc.collect()  # the failed model's worker goes before the next one loads
+            if args.device == "cuda":
+                torch.cuda.empty_cache()
             records.append({"model": Path(folder).name, "params_b": float("nan"),
                             "result": f"failed: {type(exc).__name__}: {exc}"})
         (out / "worker_check.json").write_text(json.dumps(records, indent=1, default=str))
