@@ -28,15 +28,9 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 RUN_7B=1
 SHAPES="0.5b 3b" STEPS=2 TURNS=2 SIMULATOR="" SIM_SHARE=0.1 PORT=6001 OUT="$ROOT/outputs/gpu_smoke"
-VALID="SHAPES RUN_7B STEPS TURNS SIMULATOR SIM_SHARE PORT OUT"
-while [[ $# -gt 0 ]]; do
-    if [[ " $VALID " == *" $1 "* ]]; then
-        [[ $# -ge 2 ]] || { echo "gpu_smoke: $1 needs a value" >&2; exit 2; }
-        printf -v "$1" '%s' "$2"; shift 2
-    else
-        echo "gpu_smoke: unknown key '$1' (valid: $VALID)" >&2; exit 2
-    fi
-done
+source "$ROOT/scripts/key_value_args.sh"
+parse_key_values gpu_smoke "SHAPES RUN_7B STEPS TURNS SIMULATOR SIM_SHARE PORT OUT" "$@"
+[[ ${#KV_REST[@]} -eq 0 ]] || { echo "gpu_smoke: takes no overrides after --" >&2; exit 2; }
 
 no_gpu() {
     echo "gpu_smoke: no CUDA GPU visible ($1). This smoke run trains on GPUs; run it on a machine with" \

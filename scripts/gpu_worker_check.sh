@@ -35,17 +35,8 @@ fi
 if [ -x "$ROOT/.venv/bin/python" ]; then PY="$ROOT/.venv/bin/python"; else PY=python3; fi
 SHAPES="0.5b 3b" DEVICE=cuda ROWS=8 PROMPT=2048 RESPONSE=4096 OUT="$ROOT/outputs/gpu_worker_check" MODELS=""
 WHEELS="$ROOT/.whl"
-VALID="SHAPES DEVICE ROWS PROMPT RESPONSE OUT MODELS WHEELS PY"
-PASS=()
-while [[ $# -gt 0 ]]; do
-    if [[ "$1" == "--" ]]; then shift; PASS=("$@"); break
-    elif [[ " $VALID " == *" $1 "* ]]; then
-        [[ $# -ge 2 ]] || { echo "gpu_worker_check: $1 needs a value" >&2; exit 2; }
-        printf -v "$1" '%s' "$2"; shift 2
-    else
-        echo "gpu_worker_check: unknown key '$1' (valid: $VALID, or --fetch-wheels DIR)" >&2; exit 2
-    fi
-done
+source "$ROOT/scripts/key_value_args.sh"
+parse_key_values gpu_worker_check "SHAPES DEVICE ROWS PROMPT RESPONSE OUT MODELS WHEELS PY" "$@"
 MODELS="${MODELS:-$OUT/models}"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
@@ -70,4 +61,4 @@ for S in $SHAPES; do
     FOLDERS+=("$MODELS/qwen2.5-$S")
 done
 exec "$PY" -m scripts.gpu_worker_check --models "${FOLDERS[@]}" --out "$OUT" --device "$DEVICE" --rows "$ROWS" \
-    --prompt-length "$PROMPT" --response-length "$RESPONSE" -- "${PASS[@]}"
+    --prompt-length "$PROMPT" --response-length "$RESPONSE" -- "${KV_REST[@]}"
