@@ -120,3 +120,19 @@ def test_a_model_whose_host_memory_does_not_fit_is_not_loaded(tiny_model, tmp_pa
     (record,) = json.loads((out / "worker_check.json").read_text())
     assert record["result"].startswith("not run: the plan needs 0.0") and "of this machine's 0.0 GiB" in record["result"]
     assert "seconds" not in record
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_run_measures_every_phase(tiny_model, tmp_path):
+    out = tmp_path / "out"
+    args = ["--models", str(tiny_model), "--out", str(out), "--device", "cuda", "--rows", "4",
+            "--prompt-length", "64", "--response-length", "64", "--new-tokens", "8"]
+    proc = run_check(f"from scripts.gpu_worker_check import main; raise SystemExit(main({args!r}))")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (record,) = json.loads((out / "worker_check.json").read_text())
+    assert record["result"] == "ok" and record["weight_diff_after_sync"] == 0.0
+    # every phase read on the GPU: this process's tensors and the whole device
+    assert set(record["measured_gib"]) == PHASES
+    for phase, got in record["measured_gib"].items():
+        assert 0.0 < got["max_allocated"] <= got["device_used"], phase
