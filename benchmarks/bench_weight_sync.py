@@ -21,6 +21,10 @@ the baseline the whole state dict).
   every ``SAMPLE_S`` from a thread, after ``malloc_trim``; from the start, allocations of 1 MiB or
   more get their own mappings (``mallopt``), so that RSS follows the live tensors rather than the
   heap's high-water mark; the file-based sync's peak is in the note.
+- 7d (measured, no target): the same timings less the engine's own work: each sync's median seconds
+  minus the median of vLLM's reload fed tensors already in memory (``reload_alone``: no stream, no
+  file, no gather), streamed ÷ file-based. It separates what a way of syncing adds from the
+  reload both ways run, which on vLLM-CPU re-packs every linear weight.
 - 7c: max |rollout log-prob - actor log-prob| over ``EVAL_ROWS`` sequences after each of 3 AdamW
   steps (random-token cross-entropy, lr ``LR``), each followed by a streamed sync. The engine's
   log-probs are vLLM prompt log-probs; the actor's are the float32 forward's ``log_softmax``.
@@ -64,6 +68,8 @@ SPECS = [
             Target("<=", LOG_PROB_ATOL),
             "vLLM-CPU's kernels differ from the actor's float32 forward by rounding only; a larger gap "
             "means the engine kept stale weights."),
+    RowSpec("7d", "weight sync time beyond vLLM's own reload: streamed ÷ file-based, ~100M model, vLLM-CPU",
+            Target("measured")),
 ]
 
 
@@ -134,6 +140,17 @@ def file_sync(rollout, module, folder: Path) -> None:
         rollout.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(folder), "is_checkpoint_format": True})
     finally:
         path.unlink(missing_ok=True)
+    rollout.llm.reset_prefix_cache()
+
+
+def _reload(worker, weights: list) -> None:
+    """Run on the vLLM worker: its in-place reload fed ``weights`` (HF names, tensors in memory)."""
+    worker.reload_weights(weights_iterator=iter(weights), is_checkpoint_format=True)
+
+
+def reload_alone(rollout, weights: list) -> None:
+    """The engine's own part of any sync: vLLM's reload of tensors already in memory, no stream or file."""
+    rollout.llm.collective_rpc(_reload, args=(weights,))
     rollout.llm.reset_prefix_cache()
 
 
@@ -239,13 +256,17 @@ def measure(ctx: BenchContext, record: Recorder) -> None:
     ))
 
     # 7a: time as the trainer runs (default allocator, no sampler thread); 7b's instrumented rounds after
-    streamed_s, file_s, shm_s = [], [], []
-    timed = {"streamed": streamed_s, "file": file_s, "file on /dev/shm": shm_s}
+    streamed_s, file_s, shm_s, alone_s = [], [], [], []
+    timed = {"streamed": streamed_s, "file": file_s, "file on /dev/shm": shm_s, "reload alone": alone_s}
+    from verl.workers.rollout.weight_sync import named_weights
+
+    in_memory = [(name, tensor.clone()) for name, tensor in named_weights(module)]  # made before the timer
     with torch.no_grad(), tempfile.TemporaryDirectory(prefix="sync_baseline_") as folder, \
             tempfile.TemporaryDirectory(prefix="sync_baseline_", dir=SHM if SHM.is_dir() else None) as shm:
         syncs = {"streamed": lambda: rollout.sync_weights(gathered(module)),
                  "file": lambda: file_sync(rollout, module, Path(folder)),
-                 "file on /dev/shm": lambda: file_sync(rollout, module, Path(shm))}
+                 "file on /dev/shm": lambda: file_sync(rollout, module, Path(shm)),
+                 "reload alone": lambda: reload_alone(rollout, in_memory)}
         for _ in range(TIMED_SYNCS):
             for kind, sync in syncs.items():
                 t0 = time.perf_counter()
@@ -267,6 +288,18 @@ def measure(ctx: BenchContext, record: Recorder) -> None:
               f"(ratio {med(streamed_s) / med(shm_s):.2f})."),
         details={"streamed_s": streamed_s, "file_s": file_s, "file_shm_s": shm_s, "file_fs": fs,
                  "shm_fs": shm_fs, "model_bytes": model_bytes},
+    ))
+
+    floor = med(alone_s)
+    beyond = (med(streamed_s) - floor) / (med(file_s) - floor)
+    record(Measurement(
+        "7d", value=beyond,
+        shown=f"{beyond:.2f} ({med(streamed_s) - floor:.3f} s vs {med(file_s) - floor:.3f} s)",
+        note=(f"vLLM's reload of tensors already in memory (the same model, no stream, no file) took "
+              f"{', '.join(f'{x:.2f}' for x in alone_s)} s (median {floor:.2f}), timed alternately with 7a's syncs; "
+              f"beyond it the streamed sync took {med(streamed_s) - floor:.3f} s and the file-based "
+              f"{med(file_s) - floor:.3f} s (medians less the reload's)."),
+        details={"reload_alone_s": alone_s},
     ))
 
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:

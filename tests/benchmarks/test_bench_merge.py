@@ -43,17 +43,17 @@ def test_only_replaces_its_rows_and_keeps_the_others(fake_modules, tmp_path):
     assert fake_modules(["--only", "weight_sync", "plan_memory", *common]) == 0
     record = json.loads(out.with_suffix(".json").read_text())
     rows = rows_of(out.with_suffix(".json"))
-    assert set(rows) == {"1a", "1b", "7a", "7b", "7c", "9"}
+    assert set(rows) == {"1a", "1b", "7a", "7b", "7c", "7d", "9"}
     # 1a/1b from the first run, 7a-7c re-measured by the second, 9 new in the second
     assert [rows[k]["value"] for k in ("1a", "7a", "9")] == [1.1, 1.2, 1.2]
-    assert [record["runs"][rows[k]["run"]]["machine"]["CPU"] for k in ("1b", "7c", "9")] == \
+    assert [record["runs"][rows[k]["run"]]["machine"]["CPU"] for k in ("1b", "7d", "9")] == \
         ["cpu of run 1", "cpu of run 2", "cpu of run 2"]
     text = out.read_text()
     assert "Run 1, rows 1a, 1b: `python -m benchmarks.run --only search_fanout weight_sync" in text
-    assert "Run 2, rows 7a, 7b, 7c, 9: `python -m benchmarks.run --only weight_sync plan_memory" in text
+    assert "Run 2, rows 7a, 7b, 7c, 7d, 9: `python -m benchmarks.run --only weight_sync plan_memory" in text
     assert "- CPU: cpu of run 1" in text and "- CPU: cpu of run 2" in text
     table = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| metric")]
-    assert [line.split(".")[0] for line in table[1:]] == ["| 1a", "| 1b", "| 7a", "| 7b", "| 7c", "| 9"]
+    assert [line.split(".")[0] for line in table[1:]] == ["| 1a", "| 1b", "| 7a", "| 7b", "| 7c", "| 7d", "| 9"]
     assert "- **1a**: run 1" in text and "- **7a**: run 2" in text
 
     # a third run re-measures every row of run 1: run 1 leaves the record, the header is one run's again
