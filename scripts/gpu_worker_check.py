@@ -2,7 +2,7 @@
 against the memory plan.
 
     python -m scripts.gpu_worker_check --models DIR [DIR ...] --out OUT [--device cuda]
-                                       [--rows 8] [--prompt-length 2048] [--response-length 4096]
+                                       [--rows 8] [--prompt-length 1024] [--response-length 3072]
                                        [--new-tokens 32] [-- HYDRA_OVERRIDE ...]
 
 For a GPU machine that has PyTorch and transformers but not vLLM or Ray (``scripts/gpu_worker_check.sh``
@@ -17,7 +17,9 @@ the trainer's own GPU code, without the rollout engine and the simulator. For ea
 2. The real ``ActorRolloutRefWorker`` runs in this process (one NCCL rank on cuda, gloo on cpu) and
    goes through the phases of a step: weight sync into the engine, a short generation, the log-prob
    passes of actor and reference over ``--rows`` trajectories of the full prompt + response length,
-   two updates (the first creates the optimizer states), a second weight sync.
+   two updates (the first creates the optimizer states), a second weight sync. The default rows and
+   lengths fill the cuda profile's token budgets exactly (8 rows of 4,096 tokens: two update
+   micro-batches of 16,384 tokens, one log-prob micro-batch of 32,768), the case the plan bounds.
 3. Checks: after the sync, every engine weight equals the actor's gathered weight in the engine's
    dtype (max |diff| must be 0); the engine's log-probs of freshly sampled tokens against the
    actor's log-prob pass over the same tokens (mean |diff|, the trainer's
@@ -235,8 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="folder for worker_check.md and worker_check.json")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--rows", type=int, default=8, help="trajectories per pass, a multiple of 4 (default 8)")
-    parser.add_argument("--prompt-length", type=int, default=2048)
-    parser.add_argument("--response-length", type=int, default=4096)
+    parser.add_argument("--prompt-length", type=int, default=1024)
+    parser.add_argument("--response-length", type=int, default=3072)
     parser.add_argument("--new-tokens", type=int, default=32, help="tokens sampled per row by the engine")
     args = parser.parse_args(argv)
     args.overrides = overrides

@@ -8,8 +8,9 @@
 #   SHAPES   model shapes from configs/models (default "0.5b 3b")
 #   DEVICE   cuda (default) or cpu (the same check on the CPU, for trying this script anywhere)
 #   ROWS     trajectories per log-prob and update pass, a multiple of 4 (default 8)
-#   PROMPT   prompt tokens per trajectory (default 2048)
-#   RESPONSE response tokens per trajectory (default 4096)
+#   PROMPT   prompt tokens per trajectory (default 1024)
+#   RESPONSE response tokens per trajectory (default 3072; with ROWS 8 the micro-batches fill the
+#            cuda profile's token budgets: 16,384 per update micro-batch, 32,768 per log-prob pass)
 #   OUT      where worker_check.md and worker_check.json go (default outputs/gpu_worker_check)
 #   MODELS   where the models are built (default OUT/models; 6 GiB for 3b in bfloat16)
 #   WHEELS   folder of wheels for what python lacks (default: .whl in the repository); made on a
@@ -33,7 +34,7 @@ if [[ "${1:-}" == "--fetch-wheels" ]]; then
 fi
 
 if [ -x "$ROOT/.venv/bin/python" ]; then PY="$ROOT/.venv/bin/python"; else PY=python3; fi
-SHAPES="0.5b 3b" DEVICE=cuda ROWS=8 PROMPT=2048 RESPONSE=4096 OUT="$ROOT/outputs/gpu_worker_check" MODELS=""
+SHAPES="0.5b 3b" DEVICE=cuda ROWS=8 PROMPT=1024 RESPONSE=3072 OUT="$ROOT/outputs/gpu_worker_check" MODELS=""
 WHEELS="$ROOT/.whl"
 source "$ROOT/scripts/key_value_args.sh"
 parse_key_values gpu_worker_check "SHAPES DEVICE ROWS PROMPT RESPONSE OUT MODELS WHEELS PY" "$@"
