@@ -45,7 +45,8 @@ if ! "$PY" -c "import omegaconf, hydra" > /dev/null 2>&1; then
     shopt -s nullglob; wheels=("$WHEELS"/*.whl); shopt -u nullglob
     [[ ${#wheels[@]} -gt 0 ]] || { echo "gpu_worker_check: $PY lacks omegaconf/hydra and $WHEELS holds no wheels;" \
         "make them where there is network: bash scripts/gpu_worker_check.sh --fetch-wheels DIR" >&2; exit 2; }
-    SITE="$OUT/site"
+    SITE="$(mktemp -d -t gpu_worker_check_site.XXXXXX)"  # not under OUT: that holds the results alone
+    trap 'rm -rf "$SITE"' EXIT
     "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "${wheels[@]}"
     export PYTHONPATH="$PYTHONPATH:$SITE"
 fi
@@ -61,5 +62,5 @@ for S in $SHAPES; do
     [[ -f "$MODELS/qwen2.5-$S/config.json" ]] || "$PY" -m zerosearch.miniature.tiny --shape "$SHAPE" --out "$MODELS/qwen2.5-$S"
     FOLDERS+=("$MODELS/qwen2.5-$S")
 done
-exec "$PY" -m scripts.gpu_worker_check --models "${FOLDERS[@]}" --out "$OUT" --device "$DEVICE" --rows "$ROWS" \
+"$PY" -m scripts.gpu_worker_check --models "${FOLDERS[@]}" --out "$OUT" --device "$DEVICE" --rows "$ROWS" \
     --prompt-length "$PROMPT" --response-length "$RESPONSE" -- "${KV_REST[@]}"
