@@ -138,12 +138,13 @@ def check_model(model: Path, out: Path, args: argparse.Namespace) -> dict[str, A
     settings = settings_from_config(cfg, capacity_gib=gpu_capacity_gib(args.device))
     text, fits = render_plan(shape, settings, model.name)
     print(text, end="", flush=True)
+    phases = plan_memory(shape, settings)
     record: dict[str, Any] = {"model": model.name, "params_b": shape.num_params / 1e9, "plan_text": text,
-                              "planned_gib": {p.name: p.peak / GIB for p in plan_memory(shape, settings)}}
+                              "planned_gib": {p.name: p.peak / GIB for p in phases}}
     if not fits:
         record["result"] = "refused by the plan: " + text.strip().splitlines()[-1]
         return record
-    host_gib = host_memory_needed_gib(plan_memory(shape, settings), args.device)
+    host_gib = host_memory_needed_gib(phases, args.device)
     have_gib = psutil.virtual_memory().total / GIB
     if host_gib > HOST_SHARE * have_gib:
         record["result"] = (f"not run: the plan needs {host_gib:.1f} GiB of host memory, more than {HOST_SHARE:.0%} "
