@@ -258,9 +258,7 @@ def measure(ctx: BenchContext, record: Recorder) -> None:
     # 7a: time as the trainer runs (default allocator, no sampler thread); 7b's instrumented rounds after
     streamed_s, file_s, shm_s, alone_s = [], [], [], []
     timed = {"streamed": streamed_s, "file": file_s, "file on /dev/shm": shm_s, "reload alone": alone_s}
-    from verl.workers.rollout.weight_sync import named_weights
-
-    in_memory = [(name, tensor.clone()) for name, tensor in named_weights(module)]  # made before the timer
+    in_memory = list(gathered(module))  # made before the timer
     with torch.no_grad(), tempfile.TemporaryDirectory(prefix="sync_baseline_") as folder, \
             tempfile.TemporaryDirectory(prefix="sync_baseline_", dir=SHM if SHM.is_dir() else None) as shm:
         syncs = {"streamed": lambda: rollout.sync_weights(gathered(module)),

@@ -163,7 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--budget-s must be > 0, got {args.budget_s}")
 
     chosen = [(m, limit) for m, limit in MODULES if args.only is None or short_name(m) in args.only]
-    specs = {m: module_specs(m) for m, _ in chosen}
+    specs = {m: module_specs(m) for m, _ in MODULES}  # every module's rows: a merge keeps the others'
+    known = {s.key: s for rows in specs.values() for s in rows}
     command = "make bench" if os.environ.get("MAKELEVEL") else "python -m benchmarks.run " + shlex.join(
         list(argv) if argv is not None else sys.argv[1:])
     started, t0, load_at_start = now_utc(), time.monotonic(), os.getloadavg()[0]
@@ -203,7 +204,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     machine = machine_info()
     machine["load average (1 min) at start / end"] = f"{load_at_start:.1f} / {os.getloadavg()[0]:.1f}"
     run = RunRecord(command, started, elapsed, machine)
-    known = {s.key: s for m, _ in MODULES for s in (specs.get(m) or module_specs(m))}
     record = Path(args.out).with_suffix(".json")
     merged, runs, row_runs = merge_results(measurements, run, record if args.only and not args.fresh else None, known)
     all_specs = sorted((known[k] for k in merged), key=row_order)  # table in row order

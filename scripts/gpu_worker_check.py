@@ -129,6 +129,7 @@ def check_model(model: Path, out: Path, args: argparse.Namespace) -> dict[str, A
     import torch
 
     from benchmarks.bench_plan_memory import full_length_batch, launcher_config
+    from verl.utils.device_memory import ALLOCATED, DEVICE_USED
     from verl.utils.memory_plan import plan_memory, read_model_shape, render_plan, settings_from_config
     from verl.workers.fsdp_workers import ActorRolloutRefWorker
 
@@ -152,15 +153,16 @@ def check_model(model: Path, out: Path, args: argparse.Namespace) -> dict[str, A
         return record
 
     seconds: dict[str, float] = {}
-    memory: dict[str, dict[str, float]] = {}
+    memory: dict[str, dict[str, float]] = {}  # phase -> {"max_allocated": GiB, "device_used": GiB}
+    readings = {ALLOCATED: "max_allocated", DEVICE_USED: "device_used"}  # the worker's metric prefixes
 
     def timed(name: str, fn):
         start = time.perf_counter()
         result = fn()
         seconds[name] = time.perf_counter() - start
         for key, value in worker.memory_metrics().items():
-            kind, _, ph = key.removeprefix("memory/").partition("_gib/")
-            slot = memory.setdefault(ph, {})
+            prefix, kind = next((p, k) for p, k in readings.items() if key.startswith(p))
+            slot = memory.setdefault(key.removeprefix(prefix), {})
             slot[kind] = max(slot.get(kind, 0.0), value)
         print(f"gpu_worker_check: {model.name}: {name} {seconds[name]:.1f} s", flush=True)
         return result

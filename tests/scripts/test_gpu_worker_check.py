@@ -137,3 +137,26 @@ def test_cuda_run_measures_every_phase(tiny_model, tmp_path):
     assert set(record["measured_gib"]) == PHASES
     for phase, got in record["measured_gib"].items():
         assert 0.0 < got["max_allocated"] <= got["device_used"], phase
+
+
+def test_memory_readings_land_in_the_table(tiny_model, tmp_path):
+    out = tmp_path / "out"
+    # cuda readings (verl.utils.device_memory's metric names) given to a CPU run: every call reads 1.5 GiB
+    # allocated and 2.0 GiB in use for every phase, the sixth 3.0 in use: the table keeps each largest
+    proc = run_check(textwrap.dedent(f"""
+        from verl.workers import fsdp_workers
+        calls = []
+        def readings(self):
+            calls.append(1)
+            used = 3.0 if len(calls) == 6 else 2.0  # the sixth call follows the second update
+            return {{f"memory/{{kind}}_gib/{{phase}}": value for phase in ("weight sync", "rollout", "log-prob", "update")
+                    for kind, value in (("max_allocated", 1.5), ("device_used", used))}}
+        fsdp_workers.ActorRolloutRefWorker.memory_metrics = readings
+        from scripts.gpu_worker_check import main
+        raise SystemExit(main({['--models', str(tiny_model), '--out', str(out), *SMALL]!r}))
+    """))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (record,) = json.loads((out / "worker_check.json").read_text())
+    assert record["measured_gib"] == {phase: {"max_allocated": 1.5, "device_used": 3.0} for phase in PHASES}
+    planned = record["planned_gib"]["update"]
+    assert f"| update | {planned:.2f} | 3.00 | 1.50 | {planned / 3.0:.2f} |" in (out / "worker_check.md").read_text()
